@@ -1,0 +1,621 @@
+/* The Soft MoE layer on the CPU (SPEC section 1), float32, both cores.
+ *
+ * Layouts (all row-major):
+ *   per sequence:  logits, D, C        [b, m, S]      (S = n*p slots, slot j = e*p + k)
+ *                  Ỹ (ys)              [b, S, d]      "sequence-major": what Y = CỸ reads
+ *   per expert:    X̃ (xs), A, gelu(A)  [n, b*p, ...]  "expert-major": the b*p slots of expert e
+ *                                                      are one contiguous matrix, so fc1/fc2 and
+ *                                                      their backward are one GEMM per expert.
+ * Slots move between the two layouts with a gather/scatter copy (p*d floats per block).
+ * D and C are materialised in the workspace (b*m*S floats each), with the unscaled logits X̂Φ̂
+ * that G_scale needs.
+ *
+ * Matmuls: every product is a batch of GEMMs (one per sequence or per expert) through mm().
+ * On x86-64 CPUs with AVX-512, mm() is a packed GEMM (8x32 register tile, cache blocking) run
+ * by OpenMP; elsewhere it calls OpenBLAS's cblas_sgemm. Why not OpenBLAS everywhere: the
+ * per-expert products are small (b*p rows), so a call per expert cannot keep both cores busy,
+ * and OpenBLAS's own threads fight the OpenMP threads of the surrounding loops for the two
+ * cores; OpenBLAS 0.3.21 also takes Sapphire Rapids for a "Prescott" (SSE3 kernels). With one
+ * OpenMP parallel region per batch of GEMMs, the whole layer runs on one set of threads.
+ * cblas is never called inside an OpenMP region, and nothing process-global is touched.
+ *
+ * Elementwise work (norms, softmaxes, GELU, bias sums) is in OpenMP loops; exp and tanh use
+ * small vectorisable approximations accurate to a few float ulps. */
+#include "softmoe_cpu.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define SMOE_HAVE_AVX512_KERNEL 1
+#else
+#define SMOE_HAVE_AVX512_KERNEL 0
+#endif
+
+/* ---------------------------------------------------------------------------------------- */
+/* GEMM                                                                                      */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Register tile MR x NR, cache blocks MC x KC (A) and KC x NC (B). */
+#define MR 8
+#define NR 32
+#define KC 256
+#define MC 512
+#define NC 2048
+#define PACK_FLOATS ((size_t)MC * KC + (size_t)KC * NC)
+
+/* One operand of a batch of GEMMs: item g is the matrix at p + g*stride, with leading
+ * dimension ld, used transposed when trans is set. */
+typedef struct {
+    const float *p;
+    int ld, trans;
+    size_t stride;
+} operand;
+
+static operand mat(const float *p, int ld, size_t stride) { return (operand){p, ld, 0, stride}; }
+static operand mat_t(const float *p, int ld, size_t stride) { return (operand){p, ld, 1, stride}; }
+
+enum {
+    MM_ACCUMULATE = 1, /* C += op(A) op(B) instead of C = op(A) op(B) */
+    MM_STREAM = 2      /* C is written once and not read soon: bypass the cache where possible */
+};
+
+#if SMOE_HAVE_AVX512_KERNEL
+
+/* dst[k*MR + i] = op(A)[i0 + i][k0 + k] for i < mr, k < kc; rows mr..MR-1 are zero. */
+static void pack_a(operand A, const float *a, int i0, int mr, int k0, int kc, float *dst)
+{
+    if (A.trans) { /* op(A)[i][k] = a[k*ld + i] */
+        for (int k = 0; k < kc; k++) {
+            const float *src = a + (size_t)(k0 + k) * A.ld + i0;
+            for (int i = 0; i < mr; i++) dst[k * MR + i] = src[i];
+            for (int i = mr; i < MR; i++) dst[k * MR + i] = 0.0f;
+        }
+    } else { /* op(A)[i][k] = a[i*ld + k] */
+        for (int i = 0; i < mr; i++) {
+            const float *src = a + (size_t)(i0 + i) * A.ld + k0;
+            for (int k = 0; k < kc; k++) dst[k * MR + i] = src[k];
+        }
+        for (int i = mr; i < MR; i++)
+            for (int k = 0; k < kc; k++) dst[k * MR + i] = 0.0f;
+    }
+}
+
+/* dst[k*NR + j] = op(B)[k0 + k][j0 + j] for k < kc, j < nr; columns nr..NR-1 are zero. */
+static void pack_b(operand B, const float *b, int k0, int kc, int j0, int nr, float *dst)
+{
+    if (B.trans) { /* op(B)[k][j] = b[j*ld + k] */
+        for (int j = 0; j < nr; j++) {
+            const float *src = b + (size_t)(j0 + j) * B.ld + k0;
+            for (int k = 0; k < kc; k++) dst[k * NR + j] = src[k];
+        }
+        for (int j = nr; j < NR; j++)
+            for (int k = 0; k < kc; k++) dst[k * NR + j] = 0.0f;
+    } else { /* op(B)[k][j] = b[k*ld + j] */
+        for (int k = 0; k < kc; k++) {
+            const float *src = b + (size_t)(k0 + k) * B.ld + j0;
+            for (int j = 0; j < nr; j++) dst[k * NR + j] = src[j];
+            for (int j = nr; j < NR; j++) dst[k * NR + j] = 0.0f;
+        }
+    }
+}
+
+/* The MR x NR tile c (leading dimension ldc) = (or +=) the product of the packed panels
+ * a [kc][MR] and b [kc][NR]. */
+__attribute__((target("avx512f"))) static void tile_avx512(int kc, const float *a,
+                                                           const float *b, float *c, int ldc,
+                                                           int flags)
+{
+    __m512 c0[MR], c1[MR];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++) c0[i] = c1[i] = _mm512_setzero_ps();
+    for (int k = 0; k < kc; k++) {
+        const __m512 b0 = _mm512_loadu_ps(b + k * NR), b1 = _mm512_loadu_ps(b + k * NR + 16);
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; i++) {
+            const __m512 ai = _mm512_set1_ps(a[k * MR + i]);
+            c0[i] = _mm512_fmadd_ps(ai, b0, c0[i]);
+            c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);
+        }
+    }
+    const int stream = (flags & MM_STREAM) && ((uintptr_t)c % 64 == 0) && (ldc % 16 == 0);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++) {
+        float *ci = c + (size_t)i * ldc;
+        if (flags & MM_ACCUMULATE) {
+            _mm512_storeu_ps(ci, _mm512_add_ps(c0[i], _mm512_loadu_ps(ci)));
+            _mm512_storeu_ps(ci + 16, _mm512_add_ps(c1[i], _mm512_loadu_ps(ci + 16)));
+        } else if (stream) {
+            _mm512_stream_ps(ci, c0[i]);
+            _mm512_stream_ps(ci + 16, c1[i]);
+        } else {
+            _mm512_storeu_ps(ci, c0[i]);
+            _mm512_storeu_ps(ci + 16, c1[i]);
+        }
+    }
+}
+
+/* A tile of C at the matrix edge: only mr x nr of the MR x NR tile is stored. */
+static void edge_tile(int kc, const float *a, const float *b, float *c, int ldc, int mr, int nr,
+                      int flags)
+{
+    float tmp[MR * NR];
+    tile_avx512(kc, a, b, tmp, NR, 0);
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++)
+            c[(size_t)i * ldc + j] = (flags & MM_ACCUMULATE ? c[(size_t)i * ldc + j] : 0.0f) +
+                                     tmp[i * NR + j];
+}
+
+/* C_g = (or +=) op(A_g) op(B_g) for g < count, each M x N with inner size K. pack: PACK_FLOATS
+ * of workspace. All threads pack the panels of one block together, then compute its tiles. */
+static void mm_packed(int count, int M, int N, int K, operand A, operand B, float *C, int ldc,
+                      size_t stride_c, int flags, float *pack)
+{
+    float *pa = pack, *pb = pack + (size_t)MC * KC;
+    const int nkb = (K + KC - 1) / KC, kstep = (K + nkb - 1) / nkb; /* even K blocks */
+    if (nkb > 1) flags &= ~MM_STREAM; /* C is read again for the next K block */
+#pragma omp parallel
+    for (int g = 0; g < count; g++) {
+        const float *a = A.p + g * A.stride, *b = B.p + g * B.stride;
+        float *cg = C + g * stride_c;
+        for (int k0 = 0; k0 < K; k0 += kstep) {
+            const int kc = K - k0 < kstep ? K - k0 : kstep;
+            const int fl = k0 > 0 ? (flags | MM_ACCUMULATE) & ~MM_STREAM : flags;
+            for (int i0 = 0; i0 < M; i0 += MC) {
+                const int mc = M - i0 < MC ? M - i0 : MC, npa = (mc + MR - 1) / MR;
+                for (int j0 = 0; j0 < N; j0 += NC) {
+                    const int nc = N - j0 < NC ? N - j0 : NC, npb = (nc + NR - 1) / NR;
+                    const int npack = npb + (j0 == 0 ? npa : 0); /* A once per (k0, i0) */
+#pragma omp for schedule(static)
+                    for (int t = 0; t < npack; t++) {
+                        if (t < npb) {
+                            int jn = nc - t * NR < NR ? nc - t * NR : NR;
+                            pack_b(B, b, k0, kc, j0 + t * NR, jn, pb + (size_t)t * kc * NR);
+                        } else {
+                            int ip = t - npb, in = mc - ip * MR < MR ? mc - ip * MR : MR;
+                            pack_a(A, a, i0 + ip * MR, in, k0, kc, pa + (size_t)ip * kc * MR);
+                        }
+                    }
+#pragma omp for collapse(2) schedule(static)
+                    for (int jp = 0; jp < npb; jp++)
+                        for (int ip = 0; ip < npa; ip++) {
+                            const int in = mc - ip * MR < MR ? mc - ip * MR : MR;
+                            const int jn = nc - jp * NR < NR ? nc - jp * NR : NR;
+                            float *ct = cg + (size_t)(i0 + ip * MR) * ldc + j0 + jp * NR;
+                            const float *ap = pa + (size_t)ip * kc * MR;
+                            const float *bp = pb + (size_t)jp * kc * NR;
+                            if (in == MR && jn == NR)
+                                tile_avx512(kc, ap, bp, ct, ldc, fl);
+                            else
+                                edge_tile(kc, ap, bp, ct, ldc, in, jn, fl);
+                        }
+                }
+            }
+        }
+    }
+    if (flags & MM_STREAM) _mm_sfence();
+}
+
+#endif /* SMOE_HAVE_AVX512_KERNEL */
+
+/* The batch of GEMMs C_g = (or +=) op(A_g) op(B_g), g < count; see mm_packed. */
+static void mm(int count, int M, int N, int K, operand A, operand B, float *C, int ldc,
+               size_t stride_c, int flags, float *pack)
+{
+#if SMOE_HAVE_AVX512_KERNEL
+    if (__builtin_cpu_supports("avx512f")) {
+        mm_packed(count, M, N, K, A, B, C, ldc, stride_c, flags, pack);
+        return;
+    }
+#endif
+    (void)pack;
+    for (int g = 0; g < count; g++)
+        cblas_sgemm(CblasRowMajor, A.trans ? CblasTrans : CblasNoTrans,
+                    B.trans ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A.p + g * A.stride, A.ld,
+                    B.p + g * B.stride, B.ld, flags & MM_ACCUMULATE ? 1.0f : 0.0f,
+                    C + g * stride_c, ldc);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Workspace                                                                                 */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Offsets (in floats) of every buffer in the workspace. The first group is written by forward
+ * and read by backward; the second is scratch. Every offset is a multiple of 16 floats. */
+typedef struct {
+    size_t r;      /* [b*m]        1/|x_i| */
+    size_t c;      /* [S]          1/|phi_:,j| */
+    size_t phihat; /* [d, S]       Φ̂ */
+    size_t l0;     /* [b*m, S]     X̂Φ̂ (the logits before scale) */
+    size_t disp;   /* [b*m, S]     D */
+    size_t comb;   /* [b*m, S]     C */
+    size_t xs;     /* [n, b*p, d]  X̃, expert-major */
+    size_t a;      /* [n, b*p, h]  fc1 pre-activation */
+    size_t act;    /* [n, b*p, h]  gelu(A) */
+    size_t ys;     /* [b, S, d]    Ỹ, sequence-major */
+    /* scratch */
+    size_t seq;    /* [b, S, d]    sequence-major slots: X̃ (fwd); G_Ỹ then G_X̃ (bwd) */
+    size_t ex1;    /* [n, b*p, d]  expert-major slots: fc2 output (fwd); G_Ỹ (bwd) */
+    size_t ex2;    /* [n, b*p, d]  G_X̃ (bwd) */
+    size_t gh;     /* [n, b*p, h]  G_H, then G_A (bwd) */
+    size_t gc;     /* [b*m, S]     G_C (bwd) */
+    size_t gl;     /* [b*m, S]     G_D, then G_L, then scale*r*G_L (bwd) */
+    size_t pack;   /* PACK_FLOATS  GEMM packing buffers */
+    size_t total;
+} ws_layout;
+
+static size_t carve(size_t *top, size_t count)
+{
+    size_t at = *top;
+    *top += (count + 15) & ~(size_t)15;
+    return at;
+}
+
+static ws_layout ws_plan(const smoe_layer_dims *dm)
+{
+    const size_t b = (size_t)dm->b, m = (size_t)dm->m, d = (size_t)dm->d, h = (size_t)dm->h;
+    const size_t S = (size_t)dm->n * (size_t)dm->p;
+    ws_layout w;
+    size_t top = 0;
+    w.r = carve(&top, b * m);
+    w.c = carve(&top, S);
+    w.phihat = carve(&top, d * S);
+    w.l0 = carve(&top, b * m * S);
+    w.disp = carve(&top, b * m * S);
+    w.comb = carve(&top, b * m * S);
+    w.xs = carve(&top, b * S * d);
+    w.a = carve(&top, b * S * h);
+    w.act = carve(&top, b * S * h);
+    w.ys = carve(&top, b * S * d);
+    w.seq = carve(&top, b * S * d);
+    w.ex1 = carve(&top, b * S * d);
+    w.ex2 = carve(&top, b * S * d);
+    w.gh = carve(&top, b * S * h);
+    w.gc = carve(&top, b * m * S);
+    w.gl = carve(&top, b * m * S);
+    w.pack = carve(&top, PACK_FLOATS);
+    w.total = top;
+    return w;
+}
+
+size_t smoe_cpu_layer_workspace(const smoe_layer_dims *dims)
+{
+    return ws_plan(dims).total;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Elementwise helpers                                                                       */
+/* ---------------------------------------------------------------------------------------- */
+
+/* e^x, relative error ~2 float ulps; branch-free so that loops over it vectorise. Round x/ln2 to
+ * n with the 1.5*2^23 trick, e^r on r = x - n ln2 by its Taylor series, scale by 2^n through
+ * the exponent bits. */
+static inline float exp_approx(float x)
+{
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    const float shifter = 12582912.0f; /* 1.5 * 2^23 */
+    float t = x * 1.44269504088896341f + shifter;
+    uint32_t n_bits;
+    memcpy(&n_bits, &t, sizeof n_bits);
+    const float n = t - shifter;
+    const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f; /* ln2 in two parts */
+    float e = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
+    uint32_t e_bits;
+    memcpy(&e_bits, &e, sizeof e_bits);
+    e_bits += (n_bits - 0x4B400000u) << 23; /* n_bits - bits(shifter) = n */
+    memcpy(&e, &e_bits, sizeof e);
+    return e;
+}
+
+/* tanh(u) = sign(u) (1 - 2/(e^{2|u|} + 1)); absolute error ~1e-7 (enough for GELU). */
+static inline float tanh_approx(float u)
+{
+    float au = fabsf(u);
+    au = au > 9.0f ? 9.0f : au; /* tanh(9) rounds to 1 */
+    const float t = 1.0f - 2.0f / (exp_approx(2.0f * au) + 1.0f);
+    return u < 0.0f ? -t : t;
+}
+
+#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+#define GELU_C 0.044715f
+
+static inline float gelu(float a)
+{
+    const float t = tanh_approx(GELU_K * (a + GELU_C * a * a * a));
+    return 0.5f * a * (1.0f + t);
+}
+
+static inline float gelu_grad(float a)
+{
+    const float t = tanh_approx(GELU_K * (a + GELU_C * a * a * a));
+    return 0.5f * (1.0f + t) + 0.5f * a * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * GELU_C * a * a);
+}
+
+/* Columns of the [m, S] per-sequence matrices are processed in blocks of this many slots, so
+ * that the column loops walk rows contiguously. */
+#define COL_BLOCK 32
+
+/* Copies slot blocks between the sequence-major [b, n, p, d] and expert-major [n, b, p, d]
+ * layouts; to_expert selects the direction. With bias (expert-major -> sequence-major only),
+ * bias[e*d + k] is added to every row of expert e. */
+static void permute_slots(const smoe_layer_dims *dm, const float *src, float *dst, int to_expert,
+                          const float *bias)
+{
+    const int b = dm->b, n = dm->n, p = dm->p, d = dm->d;
+    const size_t block = (size_t)p * d;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int e = 0; e < n; e++)
+        for (int bb = 0; bb < b; bb++) {
+            const size_t seq_at = ((size_t)bb * n + e) * block; /* [b, n, p, d] */
+            const size_t exp_at = ((size_t)e * b + bb) * block; /* [n, b, p, d] */
+            if (to_expert) {
+                memcpy(dst + exp_at, src + seq_at, block * sizeof(float));
+            } else if (!bias) {
+                memcpy(dst + seq_at, src + exp_at, block * sizeof(float));
+            } else {
+                const float *bs = bias + (size_t)e * d;
+                for (int k = 0; k < p; k++) {
+                    const float *s = src + exp_at + (size_t)k * d;
+                    float *o = dst + seq_at + (size_t)k * d;
+#pragma omp simd
+                    for (int t = 0; t < d; t++) o[t] = s[t] + bs[t];
+                }
+            }
+        }
+}
+
+/* out[e*cols + t] = sum over the rows of expert e of mat[e][row][t] (mat is [n, rows, cols]). */
+static void expert_row_sums(int n, int rows, int cols, const float *mat, float *out)
+{
+#pragma omp parallel for schedule(static)
+    for (int e = 0; e < n; e++) {
+        float *o = out + (size_t)e * cols;
+        const float *src = mat + (size_t)e * rows * cols;
+        for (int t = 0; t < cols; t++) o[t] = 0.0f;
+        for (int r = 0; r < rows; r++) {
+            const float *row = src + (size_t)r * cols;
+#pragma omp simd
+            for (int t = 0; t < cols; t++) o[t] += row[t];
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Forward                                                                                   */
+/* ---------------------------------------------------------------------------------------- */
+
+void smoe_cpu_layer_forward(const smoe_layer_dims *dims, const smoe_layer_params *prm,
+                            const float *x, float *y, float *ws)
+{
+    const int b = dims->b, m = dims->m, d = dims->d, n = dims->n, p = dims->p, h = dims->h;
+    const int S = n * p, bm = b * m, M = b * p; /* M: rows per expert */
+    const float scale = prm->scale[0];
+    const ws_layout w = ws_plan(dims);
+    float *r = ws + w.r, *c = ws + w.c, *phihat = ws + w.phihat, *l0 = ws + w.l0;
+    float *D = ws + w.disp, *C = ws + w.comb, *xs = ws + w.xs, *A = ws + w.a, *H = ws + w.act;
+    float *ys = ws + w.ys, *seq = ws + w.seq, *ex1 = ws + w.ex1, *pack = ws + w.pack;
+
+    /* r_i = 1/sqrt(|x_i|^2 + 1e-6) per token */
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < bm; i++) {
+        const float *xi = x + (size_t)i * d;
+        float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+        for (int k = 0; k < d; k++) ss += xi[k] * xi[k];
+        r[i] = 1.0f / sqrtf(ss + 1e-6f);
+    }
+
+    /* c_j = 1/sqrt(|phi_:,j|^2 + 1e-6) per slot; Φ̂ = phi ⊙ c */
+    for (int j = 0; j < S; j++) c[j] = 0.0f;
+    for (int k = 0; k < d; k++)
+        for (int j = 0; j < S; j++) c[j] += prm->phi[(size_t)k * S + j] * prm->phi[(size_t)k * S + j];
+    for (int j = 0; j < S; j++) c[j] = 1.0f / sqrtf(c[j] + 1e-6f);
+#pragma omp parallel for schedule(static)
+    for (int k = 0; k < d; k++)
+        for (int j = 0; j < S; j++) phihat[(size_t)k * S + j] = prm->phi[(size_t)k * S + j] * c[j];
+
+    /* X Φ̂ for all tokens of the batch at once: [b*m, S] */
+    mm(1, bm, S, d, mat(x, d, 0), mat(phihat, S, 0), l0, S, 0, 0, pack);
+
+    /* per token: X̂Φ̂ = r_i (XΦ̂); C = softmax over the slots of L = scale X̂Φ̂ */
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < bm; i++) {
+        float *li = l0 + (size_t)i * S, *ci = C + (size_t)i * S;
+        const float ri = r[i];
+        float mx = -INFINITY, sum = 0.0f;
+#pragma omp simd reduction(max : mx)
+        for (int j = 0; j < S; j++) {
+            li[j] *= ri;
+            mx = fmaxf(mx, scale * li[j]);
+        }
+#pragma omp simd reduction(+ : sum)
+        for (int j = 0; j < S; j++) {
+            ci[j] = exp_approx(scale * li[j] - mx);
+            sum += ci[j];
+        }
+        const float inv = 1.0f / sum;
+#pragma omp simd
+        for (int j = 0; j < S; j++) ci[j] *= inv;
+    }
+
+    /* D = softmax over the tokens of each sequence, per slot column */
+    const int nblk = (S + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int bb = 0; bb < b; bb++)
+        for (int jb = 0; jb < nblk; jb++) {
+            const int j0 = jb * COL_BLOCK, nj = S - j0 < COL_BLOCK ? S - j0 : COL_BLOCK;
+            const float *lb = l0 + (size_t)bb * m * S + j0;
+            float *db = D + (size_t)bb * m * S + j0;
+            float mx[COL_BLOCK], sum[COL_BLOCK];
+            for (int t = 0; t < nj; t++) mx[t] = -INFINITY, sum[t] = 0.0f;
+            for (int i = 0; i < m; i++)
+#pragma omp simd
+                for (int t = 0; t < nj; t++) mx[t] = fmaxf(mx[t], scale * lb[(size_t)i * S + t]);
+            for (int i = 0; i < m; i++)
+#pragma omp simd
+                for (int t = 0; t < nj; t++) {
+                    const float e = exp_approx(scale * lb[(size_t)i * S + t] - mx[t]);
+                    db[(size_t)i * S + t] = e;
+                    sum[t] += e;
+                }
+            for (int t = 0; t < nj; t++) sum[t] = 1.0f / sum[t];
+            for (int i = 0; i < m; i++)
+#pragma omp simd
+                for (int t = 0; t < nj; t++) db[(size_t)i * S + t] *= sum[t];
+        }
+
+    /* X̃ = Dᵀ X per sequence (sequence-major), then gathered expert-major */
+    mm(b, S, d, m, mat_t(D, S, (size_t)m * S), mat(x, d, (size_t)m * d), seq, d, (size_t)S * d, 0,
+       pack);
+    permute_slots(dims, seq, xs, 1, NULL);
+
+    /* per expert: A = X̃ W1ᵀ + b1, H = gelu(A), then fc2 (without its bias) */
+    mm(n, M, h, d, mat(xs, d, (size_t)M * d), mat_t(prm->w1, d, (size_t)h * d), A, h,
+       (size_t)M * h, 0, pack);
+#pragma omp parallel for schedule(static)
+    for (int row = 0; row < n * M; row++) {
+        const float *bias = prm->b1 + (size_t)(row / M) * h;
+        float *ar = A + (size_t)row * h, *hr = H + (size_t)row * h;
+#pragma omp simd
+        for (int l = 0; l < h; l++) {
+            ar[l] += bias[l];
+            hr[l] = gelu(ar[l]);
+        }
+    }
+    mm(n, M, d, h, mat(H, h, (size_t)M * h), mat_t(prm->w2, h, (size_t)d * h), ex1, d,
+       (size_t)M * d, 0, pack);
+
+    /* Ỹ = fc2 output + b2, sequence-major; Y = C Ỹ per sequence */
+    permute_slots(dims, ex1, ys, 0, prm->b2);
+    mm(b, m, d, S, mat(C, S, (size_t)m * S), mat(ys, d, (size_t)S * d), y, d, (size_t)m * d, 0,
+       pack);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Backward                                                                                  */
+/* ---------------------------------------------------------------------------------------- */
+
+void smoe_cpu_layer_backward(const smoe_layer_dims *dims, const smoe_layer_params *prm,
+                             const float *x, const float *dy, float *ws, float *dx,
+                             const smoe_layer_grads *grads)
+{
+    const int b = dims->b, m = dims->m, d = dims->d, n = dims->n, p = dims->p, h = dims->h;
+    const int S = n * p, bm = b * m, M = b * p;
+    const float scale = prm->scale[0];
+    const ws_layout w = ws_plan(dims);
+    const float *r = ws + w.r, *c = ws + w.c, *phihat = ws + w.phihat, *l0 = ws + w.l0;
+    const float *D = ws + w.disp, *C = ws + w.comb, *xs = ws + w.xs, *A = ws + w.a;
+    const float *H = ws + w.act, *ys = ws + w.ys;
+    float *seq = ws + w.seq, *gy_e = ws + w.ex1, *gx_e = ws + w.ex2, *gh = ws + w.gh;
+    float *gc = ws + w.gc, *gl = ws + w.gl, *pack = ws + w.pack;
+
+    /* G_C = G_Y Ỹᵀ and G_Ỹ = Cᵀ G_Y per sequence; G_Ỹ gathered expert-major */
+    mm(b, m, S, d, mat(dy, d, (size_t)m * d), mat_t(ys, d, (size_t)S * d), gc, S, (size_t)m * S,
+       0, pack);
+    mm(b, S, d, m, mat_t(C, S, (size_t)m * S), mat(dy, d, (size_t)m * d), seq, d, (size_t)S * d,
+       0, pack);
+    permute_slots(dims, seq, gy_e, 1, NULL);
+
+    /* fc2 backward: G_W2 = G_Ỹᵀ H, G_b2 = Σ_rows G_Ỹ, G_H = G_Ỹ W2 */
+    mm(n, d, h, M, mat_t(gy_e, d, (size_t)M * d), mat(H, h, (size_t)M * h), grads->w2, h,
+       (size_t)d * h, MM_STREAM, pack);
+    mm(n, M, h, d, mat(gy_e, d, (size_t)M * d), mat(prm->w2, h, (size_t)d * h), gh, h,
+       (size_t)M * h, 0, pack);
+    expert_row_sums(n, M, d, gy_e, grads->b2);
+
+    /* G_A = G_H ⊙ gelu'(A) */
+#pragma omp parallel for schedule(static)
+    for (int row = 0; row < n * M; row++) {
+        const float *ar = A + (size_t)row * h;
+        float *gr = gh + (size_t)row * h;
+#pragma omp simd
+        for (int l = 0; l < h; l++) gr[l] *= gelu_grad(ar[l]);
+    }
+    expert_row_sums(n, M, h, gh, grads->b1);
+
+    /* fc1 backward: G_W1 = G_Aᵀ X̃, G_X̃ = G_A W1; G_X̃ scattered sequence-major */
+    mm(n, h, d, M, mat_t(gh, h, (size_t)M * h), mat(xs, d, (size_t)M * d), grads->w1, d,
+       (size_t)h * d, MM_STREAM, pack);
+    mm(n, M, d, h, mat(gh, h, (size_t)M * h), mat(prm->w1, d, (size_t)h * d), gx_e, d,
+       (size_t)M * d, 0, pack);
+    permute_slots(dims, gx_e, seq, 0, NULL);
+
+    /* G_D = X G_X̃ᵀ per sequence */
+    mm(b, m, S, d, mat(x, d, (size_t)m * d), mat_t(seq, d, (size_t)S * d), gl, S, (size_t)m * S,
+       0, pack);
+
+    /* G_L, first the dispatch half: D ⊙ (G_D − colsum(D ⊙ G_D)), per sequence and slot */
+    const int nblk = (S + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int bb = 0; bb < b; bb++)
+        for (int jb = 0; jb < nblk; jb++) {
+            const int j0 = jb * COL_BLOCK, nj = S - j0 < COL_BLOCK ? S - j0 : COL_BLOCK;
+            const float *db = D + (size_t)bb * m * S + j0;
+            float *gb = gl + (size_t)bb * m * S + j0;
+            float cs[COL_BLOCK];
+            for (int t = 0; t < nj; t++) cs[t] = 0.0f;
+            for (int i = 0; i < m; i++)
+#pragma omp simd
+                for (int t = 0; t < nj; t++) cs[t] += db[(size_t)i * S + t] * gb[(size_t)i * S + t];
+            for (int i = 0; i < m; i++)
+#pragma omp simd
+                for (int t = 0; t < nj; t++)
+                    gb[(size_t)i * S + t] = db[(size_t)i * S + t] * (gb[(size_t)i * S + t] - cs[t]);
+        }
+
+    /* ... then the combine half C ⊙ (G_C − rowsum(C ⊙ G_C)) per token; G_scale = Σ G_L ⊙ X̂Φ̂;
+     * and gl becomes G' = scale r ⊙ G_L, so that G_Φ̂ = Xᵀ G' and r ⊙ G_X̂ = G' Φ̂ᵀ. */
+    double gscale = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : gscale)
+    for (int i = 0; i < bm; i++) {
+        const float *ci = C + (size_t)i * S, *gci = gc + (size_t)i * S, *li = l0 + (size_t)i * S;
+        float *gli = gl + (size_t)i * S;
+        float rs = 0.0f, gs = 0.0f;
+#pragma omp simd reduction(+ : rs)
+        for (int j = 0; j < S; j++) rs += ci[j] * gci[j];
+        const float sr = scale * r[i];
+#pragma omp simd reduction(+ : gs)
+        for (int j = 0; j < S; j++) {
+            const float g = gli[j] + ci[j] * (gci[j] - rs);
+            gs += g * li[j];
+            gli[j] = sr * g;
+        }
+        gscale += gs;
+    }
+    grads->scale[0] = (float)gscale;
+
+    /* G_phi = l2back(G_Φ̂) per slot column, with G_Φ̂ = Xᵀ G':
+     * G_phi_:,j = c_j G_Φ̂_:,j − c_j³ phi_:,j (phi_:,j · G_Φ̂_:,j) */
+    mm(1, d, S, bm, mat_t(x, d, 0), mat(gl, S, 0), grads->phi, S, 0, 0, pack);
+#pragma omp parallel for schedule(static)
+    for (int j = 0; j < S; j++) {
+        float *g = grads->phi + j;
+        const float *ph = prm->phi + j;
+        float dot = 0.0f;
+        for (int k = 0; k < d; k++) dot += ph[(size_t)k * S] * g[(size_t)k * S];
+        const float cj = c[j], f = cj * cj * cj * dot;
+        for (int k = 0; k < d; k++) g[(size_t)k * S] = cj * g[(size_t)k * S] - f * ph[(size_t)k * S];
+    }
+
+    /* G_X = l2back(G_X̂) + D G_X̃. With Q = G' Φ̂ᵀ = r ⊙ G_X̂, the l2 backward of token i is
+     * Q_i − r_i² x_i (x_i · Q_i). */
+    mm(1, bm, d, S, mat(gl, S, 0), mat_t(phihat, S, 0), dx, d, 0, 0, pack);
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < bm; i++) {
+        const float *xi = x + (size_t)i * d;
+        float *q = dx + (size_t)i * d;
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int k = 0; k < d; k++) dot += xi[k] * q[k];
+        const float f = r[i] * r[i] * dot;
+#pragma omp simd
+        for (int k = 0; k < d; k++) q[k] -= f * xi[k];
+    }
+    mm(b, m, d, S, mat(D, S, (size_t)m * S), mat(seq, d, (size_t)S * d), dx, d, (size_t)m * d,
+       MM_ACCUMULATE, pack);
+}

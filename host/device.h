@@ -1,0 +1,80 @@
+/* Devices: the Vulkan instance of a context, the capability record of every physical device,
+ * the selection rules, the driver quirks table, and the opened logical device (smoe_gpu). */
+#ifndef SMOE_DEVICE_H
+#define SMOE_DEVICE_H
+
+#include "vk.h"
+
+/* Known driver behaviours that change how kernels are chosen; see quirks table in device.c. */
+enum {
+    SMOE_QUIRK_CPU_DRIVER = 1u << 0,         /* runs on the CPU: shared memory and subgroup ops are slow loops */
+    SMOE_QUIRK_FORCE_STAGING = 1u << 1,      /* never map device memory directly (tests the staging path) */
+};
+
+/* The Vulkan side of a context: loader, instance, and what every physical device can do. */
+typedef struct smoe_vk_instance {
+    void *loader;
+    smoe_vk_instance_fns fn;
+    VkInstance instance;
+    VkDebugUtilsMessengerEXT messenger;
+    int owns_instance;
+    uint32_t physical_count;
+    VkPhysicalDevice *physical;
+    smoe_device_info *infos;
+    /* Validation messages seen (warnings and errors); the hook logs them through ctx. */
+    int validation_messages;
+    void (*on_validation)(void *user, const char *msg);
+    void *on_validation_user;
+} smoe_vk_instance;
+
+/* Creates the instance (with the Khronos validation layer when validate is 1, plus
+ * synchronization validation when 2) and fills the capability records. */
+smoe_status smoe_vk_instance_create(smoe_vk_instance *vi, int validate, smoe_err *err);
+void smoe_vk_instance_destroy(smoe_vk_instance *vi);
+
+typedef struct smoe_gpu {
+    const smoe_vk_instance *vi;
+    VkPhysicalDevice physical;
+    VkDevice device;
+    struct VolkDeviceTable vk;
+    VkQueue queue;
+    uint32_t queue_family;
+    smoe_device_info info;
+    uint32_t quirks;
+    VkPhysicalDeviceMemoryProperties mem;
+    VkCommandPool cmd_pool;
+    VkPipelineCache pipeline_cache;
+    struct smoe_pipeline_cache *pipelines; /* pipeline.c */
+    int lost;                              /* set once VK_ERROR_DEVICE_LOST was seen */
+    /* Staging for uploads and downloads (memory.c), created on first use. */
+    struct smoe_buffer *staging;
+    VkCommandBuffer transfer_cb;
+    VkFence transfer_fence;
+} smoe_gpu;
+
+smoe_status smoe_gpu_create(smoe_gpu *gpu, const smoe_vk_instance *vi, uint32_t index, smoe_err *err);
+void smoe_gpu_destroy(smoe_gpu *gpu);
+
+/* Index of a memory type allowed by bits with all of want, or -1. */
+int smoe_gpu_memory_type(const smoe_gpu *gpu, uint32_t bits, VkMemoryPropertyFlags want);
+
+/* Checks a VkResult from gpu work: records device loss, formats the message. */
+smoe_status smoe_gpu_check(smoe_gpu *gpu, VkResult r, const char *what, smoe_err *err);
+
+/* Quirks that apply to a device, and a sentence listing them (for the log). */
+uint32_t smoe_device_quirks(const smoe_device_info *info, char *why, size_t why_size);
+
+/* Selection. devices[0..count) are the Vulkan devices. Parses spec ("cpu", "vulkan", "vulkan:N",
+ * NULL or "" for the default); *index becomes -1 for the CPU path. reason gets a sentence. */
+smoe_status smoe_device_select(const smoe_device_info *devices, uint32_t count, const char *spec,
+                               int *index, char *reason, size_t reason_size, smoe_err *err);
+
+/* Rank of a device kind for "vulkan" (lower is better). */
+int smoe_device_rank(smoe_device_kind kind);
+
+/* Fills the CPU path's record. */
+void smoe_cpu_device_info(smoe_device_info *info);
+
+const char *smoe_device_kind_name(smoe_device_kind kind);
+
+#endif

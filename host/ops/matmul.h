@@ -1,0 +1,41 @@
+/* Recording the matmul family (shaders/matmul.comp). Every matmul of the Soft MoE layer is
+ * described by an smoe_matmul and recorded with smoe_record_matmul; tile sizes come from a
+ * table keyed by the device's capability record. */
+#ifndef SMOE_OPS_MATMUL_H
+#define SMOE_OPS_MATMUL_H
+
+#include "record.h"
+
+#define SMOE_NO_GROUP 0xffffffffu
+
+/* A stored matrix operand: element (r, c) of batch z at
+ * off + z*bs + (r / g)*gs + (r % g)*ld + c, in floats from the tensor's start. */
+typedef struct smoe_mm_operand {
+    smoe_tensor t;
+    uint32_t off, ld, bs, g, gs;
+} smoe_mm_operand;
+
+/* A plain row-major [rows x ld] matrix per batch with batch stride bs. */
+static inline smoe_mm_operand smoe_mm_plain(smoe_tensor t, uint32_t ld, uint32_t bs)
+{
+    smoe_mm_operand o = {t, 0, ld, bs, SMOE_NO_GROUP, 0};
+    return o;
+}
+
+typedef struct smoe_matmul {
+    uint32_t M, N, K, batch;
+    int trans_a, trans_b;          /* A stored K x M, B stored N x K */
+    smoe_mm_operand a, b, c;
+    uint32_t a_xform, b_xform;     /* SMOE_XFORM_* */
+    uint32_t epi;                  /* SMOE_EPI_* */
+    float alpha;                   /* 0 means 1 */
+    smoe_tensor bias, aux, stat, rowscale, colscale, scalar; /* as the flags need them */
+    uint32_t bias_bs, stat_bs, rs_bs, cs_bs;
+} smoe_matmul;
+
+smoe_status smoe_record_matmul(smoe_program *p, const smoe_matmul *mm, smoe_err *err);
+
+/* The tile the table picks for an M x N output on gpu: {BM, BN, BK, TM, TN}. */
+void smoe_matmul_tile(const smoe_gpu *gpu, uint32_t M, uint32_t N, uint32_t tile[5]);
+
+#endif

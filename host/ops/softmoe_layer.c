@@ -1,0 +1,275 @@
+/* The Soft MoE layer on Vulkan: forward in 8 dispatches, backward in 16; D and C never stored. */
+#include "ops/softmoe_layer.h"
+
+#include <string.h>
+
+#include "common/interface.h"
+#include "ops/matmul.h"
+
+#define REDUCE_WG 64 /* a power of two: tree reductions in shared memory */
+
+static smoe_status reserve(smoe_arena *a, smoe_tensor *t, uint64_t floats, smoe_err *err)
+{
+    return smoe_arena_reserve(a, floats * 4, t, err);
+}
+
+smoe_status smoe_layer_vk_reserve(smoe_layer_vk *L, const smoe_layer_dims *d, smoe_arena *a, int backward,
+                                  smoe_err *err)
+{
+    uint64_t B = (uint64_t)d->b, m = (uint64_t)d->m, D = (uint64_t)d->d, S = (uint64_t)d->n * d->p;
+    uint64_t R = B * d->p, H = (uint64_t)d->h, n = (uint64_t)d->n;
+    smoe_status st = SMOE_OK;
+    if (!st) st = reserve(a, &L->rinv, B * m, err);
+    if (!st) st = reserve(a, &L->cinv, S, err);
+    if (!st) st = reserve(a, &L->logits, B * m * S, err);
+    if (!st) st = reserve(a, &L->lse_col, B * S, err);
+    if (!st) st = reserve(a, &L->lse_row, B * m, err);
+    if (!st) st = reserve(a, &L->slots, B * S * D, err);
+    if (!st) st = reserve(a, &L->pre, n * R * H, err);
+    if (!st) st = reserve(a, &L->slots_out, B * S * D, err);
+    if (!backward || st) return st;
+    if (!st) st = reserve(a, &L->g_slots_out, B * S * D, err);
+    if (!st) st = reserve(a, &L->g_combine, B * m * S, err);
+    if (!st) st = reserve(a, &L->g_pre, n * R * H, err);
+    if (!st) st = reserve(a, &L->g_slots, B * S * D, err);
+    if (!st) st = reserve(a, &L->g_dispatch, B * m * S, err);
+    if (!st) st = reserve(a, &L->colsum, B * S, err);
+    if (!st) st = reserve(a, &L->partial, B * m, err);
+    if (!st) st = reserve(a, &L->q_x, B * m * D, err);
+    if (!st) st = reserve(a, &L->q_phi, D * S, err);
+    return st;
+}
+
+/* count workgroups as (x, y) within the device's per-dimension limit */
+static void grid(const smoe_gpu *gpu, uint32_t count, uint32_t batch, uint32_t groups[3])
+{
+    uint32_t maxx = gpu->info.max_workgroup_count[0];
+    groups[0] = count < maxx ? count : maxx;
+    groups[1] = smoe_div_up(count, groups[0] ? groups[0] : 1);
+    groups[2] = batch;
+}
+
+/* One workgroup per row or column vector of a [rows x cols] matrix per batch. */
+static smoe_status record_vectors(smoe_program *p, const char *shader, uint32_t bindings, uint32_t axis,
+                                  uint32_t extra_spec, int has_extra, const smoe_binding *b, uint32_t rows,
+                                  uint32_t cols, uint32_t batch, uint32_t in_bs, uint32_t out_bs, smoe_err *err)
+{
+    uint32_t spec[5] = {REDUCE_WG, 1, 1, axis, extra_spec};
+    const smoe_pipeline *pl;
+    smoe_status st = smoe_pipeline_get(p->gpu, shader, bindings, sizeof(smoe_push_reduce), spec, has_extra ? 5 : 4, &pl, err);
+    if (st) return st;
+    uint32_t groups[3];
+    grid(p->gpu, axis == SMOE_AXIS_ROWS ? rows : cols, batch, groups);
+    smoe_push_reduce pc = {rows, cols, in_bs, out_bs, groups[0]};
+    return smoe_program_dispatch(p, pl, b, bindings, &pc, sizeof pc, groups, err);
+}
+
+static smoe_status record_colsum(smoe_program *p, smoe_tensor x, smoe_tensor out, uint32_t rows, uint32_t cols,
+                                 uint32_t ld, uint32_t bs, uint32_t g, uint32_t gs, uint32_t out_bs, uint32_t batch,
+                                 smoe_err *err)
+{
+    uint32_t spec[4] = {32, 8, 1, 0};
+    const smoe_pipeline *pl;
+    smoe_status st = smoe_pipeline_get(p->gpu, "colsum", 2, sizeof(smoe_push_colsum), spec, 4, &pl, err);
+    if (st) return st;
+    smoe_push_colsum pc = {rows, cols, ld, bs, g, gs, out_bs};
+    smoe_binding b[2] = {{x, SMOE_READ}, {out, SMOE_WRITE}};
+    uint32_t groups[3] = {smoe_div_up(cols, 32), 1, batch};
+    return smoe_program_dispatch(p, pl, b, 2, &pc, sizeof pc, groups, err);
+}
+
+/* The rows of the slot tensor [b, S, d] routed to expert e, as an operand with e the batch index:
+ * row r of expert e is slot e*p + r%p of sequence r/p. */
+static smoe_mm_operand expert_rows(smoe_tensor t, const smoe_layer_dims *d)
+{
+    uint32_t S = (uint32_t)(d->n * d->p);
+    smoe_mm_operand o = {t, 0, (uint32_t)d->d, (uint32_t)(d->p * d->d), (uint32_t)d->p, S * (uint32_t)d->d};
+    return o;
+}
+
+smoe_status smoe_layer_vk_record_forward(smoe_program *p, const smoe_layer_vk *L, const smoe_layer_dims *d,
+                                         smoe_err *err)
+{
+    uint32_t B = (uint32_t)d->b, m = (uint32_t)d->m, D = (uint32_t)d->d, S = (uint32_t)(d->n * d->p);
+    uint32_t n = (uint32_t)d->n, R = B * (uint32_t)d->p, H = (uint32_t)d->h;
+    smoe_status st;
+
+    /* 1-2. inverse norms of the tokens (rows of X) and of the slot parameters (columns of phi) */
+    smoe_binding bx[2] = {{L->x, SMOE_READ}, {L->rinv, SMOE_WRITE}};
+    st = record_vectors(p, "l2norm", 2, SMOE_AXIS_ROWS, 0, 0, bx, B * m, D, 1, 0, 0, err);
+    if (st) return st;
+    smoe_binding bp[2] = {{L->phi, SMOE_READ}, {L->cinv, SMOE_WRITE}};
+    st = record_vectors(p, "l2norm", 2, SMOE_AXIS_COLS, 0, 0, bp, D, S, 1, 0, 0, err);
+    if (st) return st;
+
+    /* 3. logits P = diag(r) X phi diag(c), all sequences as one [b*m x S] product */
+    smoe_matmul mm = {
+        .M = B * m, .N = S, .K = D, .batch = 1,
+        .a = smoe_mm_plain(L->x, D, 0), .b = smoe_mm_plain(L->phi, S, 0), .c = smoe_mm_plain(L->logits, S, 0),
+        .epi = SMOE_EPI_ROWSCALE | SMOE_EPI_COLSCALE, .rowscale = L->rinv, .colscale = L->cinv,
+    };
+    st = smoe_record_matmul(p, &mm, err);
+    if (st) return st;
+
+    /* 4. log-sum-exp of scale*P per slot (over tokens) and per token (over slots) */
+    smoe_binding bs1[3] = {{L->logits, SMOE_READ}, {L->scale, SMOE_READ}, {L->lse_col, SMOE_WRITE}};
+    st = record_vectors(p, "softmax_stats", 3, SMOE_AXIS_COLS, 0, 0, bs1, m, S, B, m * S, S, err);
+    if (st) return st;
+    smoe_binding bs2[3] = {{L->logits, SMOE_READ}, {L->scale, SMOE_READ}, {L->lse_row, SMOE_WRITE}};
+    st = record_vectors(p, "softmax_stats", 3, SMOE_AXIS_ROWS, 0, 0, bs2, m, S, B, m * S, m, err);
+    if (st) return st;
+
+    /* 5. dispatch: X~_b = D_b^T X_b, D rebuilt from P on load */
+    mm = (smoe_matmul){
+        .M = S, .N = D, .K = m, .batch = B, .trans_a = 1,
+        .a = smoe_mm_plain(L->logits, S, m * S), .b = smoe_mm_plain(L->x, D, m * D), .c = smoe_mm_plain(L->slots, D, S * D),
+        .a_xform = SMOE_XFORM_EXP_COL, .stat = L->lse_col, .stat_bs = S, .scalar = L->scale,
+    };
+    st = smoe_record_matmul(p, &mm, err);
+    if (st) return st;
+
+    /* 6. experts, fc1: pre_e = X~_e W1_e^T + b1_e over the b*p rows of expert e */
+    mm = (smoe_matmul){
+        .M = R, .N = H, .K = D, .batch = n, .trans_b = 1,
+        .a = expert_rows(L->slots, d), .b = smoe_mm_plain(L->w1, D, H * D), .c = smoe_mm_plain(L->pre, H, R * H),
+        .epi = SMOE_EPI_BIAS, .bias = L->b1, .bias_bs = H,
+    };
+    st = smoe_record_matmul(p, &mm, err);
+    if (st) return st;
+
+    /* 7. experts, fc2: Y~_e = gelu(pre_e) W2_e^T + b2_e, written back in slot order */
+    mm = (smoe_matmul){
+        .M = R, .N = D, .K = H, .batch = n, .trans_b = 1,
+        .a = smoe_mm_plain(L->pre, H, R * H), .b = smoe_mm_plain(L->w2, H, D * H), .c = expert_rows(L->slots_out, d),
+        .a_xform = SMOE_XFORM_GELU, .epi = SMOE_EPI_BIAS, .bias = L->b2, .bias_bs = D,
+    };
+    st = smoe_record_matmul(p, &mm, err);
+    if (st) return st;
+
+    /* 8. combine: Y_b = C_b Y~_b, C rebuilt from P on load */
+    mm = (smoe_matmul){
+        .M = m, .N = D, .K = S, .batch = B,
+        .a = smoe_mm_plain(L->logits, S, m * S), .b = smoe_mm_plain(L->slots_out, D, S * D), .c = smoe_mm_plain(L->y, D, m * D),
+        .a_xform = SMOE_XFORM_EXP_ROW, .stat = L->lse_row, .stat_bs = m, .scalar = L->scale,
+    };
+    return smoe_record_matmul(p, &mm, err);
+}
+
+smoe_status smoe_layer_vk_record_backward(smoe_program *p, const smoe_layer_vk *L, const smoe_layer_dims *d,
+                                          smoe_err *err)
+{
+    uint32_t B = (uint32_t)d->b, m = (uint32_t)d->m, D = (uint32_t)d->d, S = (uint32_t)(d->n * d->p);
+    uint32_t n = (uint32_t)d->n, R = B * (uint32_t)d->p, H = (uint32_t)d->h;
+    smoe_status st;
+    smoe_matmul mm;
+
+    /* 1. G_Y~_b = C_b^T G_Y_b */
+    mm = (smoe_matmul){
+        .M = S, .N = D, .K = m, .batch = B, .trans_a = 1,
+        .a = smoe_mm_plain(L->logits, S, m * S), .b = smoe_mm_plain(L->dy, D, m * D),
+        .c = smoe_mm_plain(L->g_slots_out, D, S * D),
+        .a_xform = SMOE_XFORM_EXP_ROW, .stat = L->lse_row, .stat_bs = m, .scalar = L->scale,
+    };
+    if ((st = smoe_record_matmul(p, &mm, err))) return st;
+
+    /* 2. G_C_b = G_Y_b Y~_b^T */
+    mm = (smoe_matmul){
+        .M = m, .N = S, .K = D, .batch = B, .trans_b = 1,
+        .a = smoe_mm_plain(L->dy, D, m * D), .b = smoe_mm_plain(L->slots_out, D, S * D),
+        .c = smoe_mm_plain(L->g_combine, S, m * S),
+    };
+    if ((st = smoe_record_matmul(p, &mm, err))) return st;
+
+    /* 3. G_pre_e = (G_Y~_e W2_e) * gelu'(pre_e) */
+    mm = (smoe_matmul){
+        .M = R, .N = H, .K = D, .batch = n,
+        .a = expert_rows(L->g_slots_out, d), .b = smoe_mm_plain(L->w2, H, D * H), .c = smoe_mm_plain(L->g_pre, H, R * H),
+        .epi = SMOE_EPI_GELU_GRAD, .aux = L->pre,
+    };
+    if ((st = smoe_record_matmul(p, &mm, err))) return st;
+
+    /* 4. G_W2_e = G_Y~_e^T gelu(pre_e) */
+    mm = (smoe_matmul){
+        .M = D, .N = H, .K = R, .batch = n, .trans_a = 1,
+        .a = expert_rows(L->g_slots_out, d), .b = smoe_mm_plain(L->pre, H, R * H), .c = smoe_mm_plain(L->g_w2, H, D * H),
+        .b_xform = SMOE_XFORM_GELU,
+    };
+    if ((st = smoe_record_matmul(p, &mm, err))) return st;
+
+    /* 5. G_b2_e = sum over the rows of G_Y~_e */
+    smoe_mm_operand gy = expert_rows(L->g_slots_out, d);
+    if ((st = record_colsum(p, L->g_slots_out, L->g_b2, R, D, gy.ld, gy.bs, gy.g, gy.gs, D, n, err))) return st;
+
+    /* 6. G_W1_e = G_pre_e^T X~_e */
+    mm = (smoe_matmul){
+        .M = H, .N = D, .K = R, .batch = n, .trans_a = 1,
+        .a = smoe_mm_plain(L->g_pre, H, R * H), .b = expert_rows(L->slots, d), .c = smoe_mm_plain(L->g_w1, D, H * D),
+    };
+    if ((st = smoe_record_matmul(p, &mm, err))) return st;
+
+    /* 7. G_b1_e = sum over the rows of G_pre_e */
+    if ((st = record_colsum(p, L->g_pre, L->g_b1, R, H, H, R * H, SMOE_NO_GROUP, 0, H, n, err))) return st;
+
+    /* 8. G_X~_e = G_pre_e W1_e, back in slot order */
+    mm = (smoe_matmul){
+        .M = R, .N = D, .K = H, .batch = n,
+        .a = smoe_mm_plain(L->g_pre, H, R * H), .b = smoe_mm_plain(L->w1, D, H * D), .c = expert_rows(L->g_slots, d),
+    };
+    if ((st = smoe_record_matmul(p, &mm, err))) return st;
+
+    /* 9. G_D_b = X_b G_X~_b^T */
+    mm = (smoe_matmul){
+        .M = m, .N = S, .K = D, .batch = B, .trans_b = 1,
+        .a = smoe_mm_plain(L->x, D, m * D), .b = smoe_mm_plain(L->g_slots, D, S * D),
+        .c = smoe_mm_plain(L->g_dispatch, S, m * S),
+    };
+    if ((st = smoe_record_matmul(p, &mm, err))) return st;
+
+    /* 10. dx_b = D_b G_X~_b (the gradient through the mixed values) */
+    mm = (smoe_matmul){
+        .M = m, .N = D, .K = S, .batch = B,
+        .a = smoe_mm_plain(L->logits, S, m * S), .b = smoe_mm_plain(L->g_slots, D, S * D), .c = smoe_mm_plain(L->dx, D, m * D),
+        .a_xform = SMOE_XFORM_EXP_COL, .stat = L->lse_col, .stat_bs = S, .scalar = L->scale,
+    };
+    if ((st = smoe_record_matmul(p, &mm, err))) return st;
+
+    /* 11-12. softmax backward: column sums, then G_L per row, U over G_D, scale partials */
+    uint32_t spec[4] = {REDUCE_WG, 1, 1, 0};
+    const smoe_pipeline *pl;
+    smoe_binding rb[10] = {
+        {L->logits, SMOE_READ},  {L->lse_col, SMOE_READ}, {L->lse_row, SMOE_READ}, {L->g_dispatch, SMOE_READ_WRITE},
+        {L->g_combine, SMOE_READ}, {L->colsum, SMOE_READ_WRITE}, {L->rinv, SMOE_READ}, {L->cinv, SMOE_READ},
+        {L->scale, SMOE_READ},   {L->partial, SMOE_WRITE},
+    };
+    for (uint32_t phase = 0; phase < 2; phase++) {
+        spec[3] = phase;
+        if ((st = smoe_pipeline_get(p->gpu, "router_bwd", 10, sizeof(smoe_push_router), spec, 4, &pl, err))) return st;
+        uint32_t groups[3];
+        grid(p->gpu, phase == 0 ? S : m, B, groups);
+        smoe_push_router pc = {m, S, groups[0]};
+        if ((st = smoe_program_dispatch(p, pl, rb, 10, &pc, sizeof pc, groups, err))) return st;
+    }
+
+    /* 13. G_scale = sum of the partials */
+    if ((st = record_colsum(p, L->partial, L->g_scale, B * m, 1, 1, 0, SMOE_NO_GROUP, 0, 0, 1, err))) return st;
+
+    /* 14. Q_x = U phi^T (= r * G_X^), all sequences at once */
+    mm = (smoe_matmul){
+        .M = B * m, .N = D, .K = S, .batch = 1, .trans_b = 1,
+        .a = smoe_mm_plain(L->g_dispatch, S, 0), .b = smoe_mm_plain(L->phi, S, 0), .c = smoe_mm_plain(L->q_x, D, 0),
+    };
+    if ((st = smoe_record_matmul(p, &mm, err))) return st;
+
+    /* 15. Q_phi = X^T U summed over the batch (= c * G_Phi^) */
+    mm = (smoe_matmul){
+        .M = D, .N = S, .K = B * m, .batch = 1, .trans_a = 1,
+        .a = smoe_mm_plain(L->x, D, 0), .b = smoe_mm_plain(L->g_dispatch, S, 0), .c = smoe_mm_plain(L->q_phi, S, 0),
+    };
+    if ((st = smoe_record_matmul(p, &mm, err))) return st;
+
+    /* 16-17. l2-normalisation backward: dx += per token row, G_phi per slot column */
+    smoe_binding lx[4] = {{L->x, SMOE_READ}, {L->q_x, SMOE_READ}, {L->rinv, SMOE_READ}, {L->dx, SMOE_READ_WRITE}};
+    if ((st = record_vectors(p, "l2norm_bwd", 4, SMOE_AXIS_ROWS, 1, 1, lx, B * m, D, 1, 0, 0, err))) return st;
+    smoe_binding lp[4] = {{L->phi, SMOE_READ}, {L->q_phi, SMOE_READ}, {L->cinv, SMOE_READ}, {L->g_phi, SMOE_WRITE}};
+    return record_vectors(p, "l2norm_bwd", 4, SMOE_AXIS_COLS, 0, 1, lp, D, S, 1, 0, 0, err);
+}

@@ -1,0 +1,176 @@
+/* Pipelines and their cache. */
+#include "pipeline.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct smoe_pipeline_cache {
+    smoe_pipeline **items; /* stable pointers: items are allocated one by one */
+    size_t count, cap;
+    VkShaderModule *modules; /* one per embedded shader, created on first use */
+} smoe_pipeline_cache;
+
+const smoe_shader_blob *smoe_shader_find(const char *name)
+{
+    for (size_t i = 0; i < smoe_shader_blob_count; i++)
+        if (!strcmp(smoe_shader_blobs[i].name, name)) return &smoe_shader_blobs[i];
+    return NULL;
+}
+
+smoe_status smoe_pipeline_cache_create(smoe_gpu *gpu, smoe_err *err)
+{
+    gpu->pipelines = calloc(1, sizeof *gpu->pipelines);
+    if (gpu->pipelines) gpu->pipelines->modules = calloc(smoe_shader_blob_count ? smoe_shader_blob_count : 1, sizeof(VkShaderModule));
+    if (!gpu->pipelines || !gpu->pipelines->modules) {
+        if (gpu->pipelines) free(gpu->pipelines);
+        gpu->pipelines = NULL;
+        return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory creating the pipeline cache");
+    }
+    VkPipelineCacheCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
+    VkResult r = gpu->vk.vkCreatePipelineCache(gpu->device, &ci, NULL, &gpu->pipeline_cache);
+    if (r != VK_SUCCESS) {
+        gpu->pipeline_cache = VK_NULL_HANDLE; /* pipelines still work without one */
+    }
+    return SMOE_OK;
+}
+
+static void pipeline_free(smoe_gpu *gpu, smoe_pipeline *p)
+{
+    if (p->pipeline) gpu->vk.vkDestroyPipeline(gpu->device, p->pipeline, NULL);
+    if (p->layout) gpu->vk.vkDestroyPipelineLayout(gpu->device, p->layout, NULL);
+    if (p->set_layout) gpu->vk.vkDestroyDescriptorSetLayout(gpu->device, p->set_layout, NULL);
+    free(p);
+}
+
+void smoe_pipeline_cache_destroy(smoe_gpu *gpu)
+{
+    smoe_pipeline_cache *c = gpu->pipelines;
+    if (c) {
+        for (size_t i = 0; i < c->count; i++) pipeline_free(gpu, c->items[i]);
+        for (size_t i = 0; i < smoe_shader_blob_count; i++)
+            if (c->modules[i]) gpu->vk.vkDestroyShaderModule(gpu->device, c->modules[i], NULL);
+        free(c->items);
+        free(c->modules);
+        free(c);
+    }
+    gpu->pipelines = NULL;
+    if (gpu->pipeline_cache) gpu->vk.vkDestroyPipelineCache(gpu->device, gpu->pipeline_cache, NULL);
+    gpu->pipeline_cache = VK_NULL_HANDLE;
+}
+
+static smoe_status create(smoe_gpu *gpu, smoe_pipeline *p, smoe_err *err)
+{
+    smoe_pipeline_cache *c = gpu->pipelines;
+    size_t si = (size_t)(p->shader - smoe_shader_blobs);
+    VkResult r;
+    if (!c->modules[si]) {
+        VkShaderModuleCreateInfo mci = {
+            .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
+            .codeSize = p->shader->size,
+            .pCode = p->shader->code,
+        };
+        r = gpu->vk.vkCreateShaderModule(gpu->device, &mci, NULL, &c->modules[si]);
+        if (r != VK_SUCCESS) {
+            c->modules[si] = VK_NULL_HANDLE;
+            return smoe_gpu_check(gpu, r, "vkCreateShaderModule", err);
+        }
+    }
+    VkDescriptorSetLayoutBinding b[SMOE_MAX_BINDINGS];
+    for (uint32_t i = 0; i < p->bindings; i++)
+        b[i] = (VkDescriptorSetLayoutBinding){
+            .binding = i,
+            .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+            .descriptorCount = 1,
+            .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
+        };
+    VkDescriptorSetLayoutCreateInfo dci = {
+        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
+        .bindingCount = p->bindings,
+        .pBindings = b,
+    };
+    r = gpu->vk.vkCreateDescriptorSetLayout(gpu->device, &dci, NULL, &p->set_layout);
+    if (r != VK_SUCCESS) return smoe_gpu_check(gpu, r, "vkCreateDescriptorSetLayout", err);
+    VkPushConstantRange pr = {.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .offset = 0, .size = p->push_size};
+    VkPipelineLayoutCreateInfo lci = {
+        .sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
+        .setLayoutCount = 1,
+        .pSetLayouts = &p->set_layout,
+        .pushConstantRangeCount = p->push_size ? 1 : 0,
+        .pPushConstantRanges = &pr,
+    };
+    r = gpu->vk.vkCreatePipelineLayout(gpu->device, &lci, NULL, &p->layout);
+    if (r != VK_SUCCESS) return smoe_gpu_check(gpu, r, "vkCreatePipelineLayout", err);
+    VkSpecializationMapEntry entries[SMOE_MAX_SPEC];
+    for (uint32_t i = 0; i < p->spec_count; i++)
+        entries[i] = (VkSpecializationMapEntry){.constantID = i, .offset = 4 * i, .size = 4};
+    VkSpecializationInfo spec = {
+        .mapEntryCount = p->spec_count,
+        .pMapEntries = entries,
+        .dataSize = 4 * p->spec_count,
+        .pData = p->spec,
+    };
+    VkComputePipelineCreateInfo pci = {
+        .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+        .stage =
+            {
+                .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+                .stage = VK_SHADER_STAGE_COMPUTE_BIT,
+                .module = c->modules[si],
+                .pName = "main",
+                .pSpecializationInfo = &spec,
+            },
+        .layout = p->layout,
+    };
+    r = gpu->vk.vkCreateComputePipelines(gpu->device, gpu->pipeline_cache, 1, &pci, NULL, &p->pipeline);
+    if (r != VK_SUCCESS) {
+        p->pipeline = VK_NULL_HANDLE;
+        return smoe_gpu_check(gpu, r, "vkCreateComputePipelines", err);
+    }
+    return SMOE_OK;
+}
+
+smoe_status smoe_pipeline_get(smoe_gpu *gpu, const char *shader, uint32_t bindings, uint32_t push_size,
+                              const uint32_t *spec, uint32_t spec_count, const smoe_pipeline **out, smoe_err *err)
+{
+    *out = NULL;
+    const smoe_shader_blob *blob = smoe_shader_find(shader);
+    if (!blob) return smoe_fail(err, SMOE_ERROR_INTERNAL, "no embedded shader named \"%s\"", shader);
+    if (bindings > SMOE_MAX_BINDINGS || spec_count > SMOE_MAX_SPEC || spec_count < 3 || push_size > SMOE_MAX_PUSH)
+        return smoe_fail(err, SMOE_ERROR_INTERNAL, "pipeline \"%s\": too many bindings, constants or push bytes", shader);
+    uint32_t invocations = spec[0] * spec[1] * spec[2];
+    if (invocations == 0 || invocations > gpu->info.max_workgroup_invocations || spec[0] > gpu->info.max_workgroup_size[0] ||
+        spec[1] > gpu->info.max_workgroup_size[1] || spec[2] > gpu->info.max_workgroup_size[2])
+        return smoe_fail(err, SMOE_ERROR_UNSUPPORTED, "pipeline \"%s\": workgroup %ux%ux%u exceeds the limits of %s",
+                         shader, spec[0], spec[1], spec[2], gpu->info.name);
+    smoe_pipeline_cache *c = gpu->pipelines;
+    for (size_t i = 0; i < c->count; i++) {
+        smoe_pipeline *p = c->items[i];
+        if (p->shader == blob && p->bindings == bindings && p->push_size == push_size && p->spec_count == spec_count &&
+            !memcmp(p->spec, spec, 4 * spec_count)) {
+            *out = p;
+            return SMOE_OK;
+        }
+    }
+    if (c->count == c->cap) {
+        size_t cap = c->cap ? 2 * c->cap : 16;
+        smoe_pipeline **items = realloc(c->items, cap * sizeof *items);
+        if (!items) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory caching pipelines");
+        c->items = items;
+        c->cap = cap;
+    }
+    smoe_pipeline *p = calloc(1, sizeof *p);
+    if (!p) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory creating a pipeline");
+    p->shader = blob;
+    p->bindings = bindings;
+    p->push_size = push_size;
+    p->spec_count = spec_count;
+    memcpy(p->spec, spec, 4 * spec_count);
+    smoe_status st = create(gpu, p, err);
+    if (st) {
+        pipeline_free(gpu, p);
+        return smoe_fail_prefix(err, st, "pipeline \"%s\"", shader);
+    }
+    c->items[c->count++] = p;
+    *out = p;
+    return SMOE_OK;
+}

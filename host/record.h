@@ -1,0 +1,53 @@
+/* Command programs: a sequence of dispatches recorded once into one command buffer and replayed
+ * any number of times. A barrier is recorded only where a dispatch touches a range that an
+ * earlier dispatch since the last barrier wrote (read-after-write, write-after-write), or writes
+ * a range one of them read (write-after-read). Completion is waited for with a fence. */
+#ifndef SMOE_RECORD_H
+#define SMOE_RECORD_H
+
+#include "memory.h"
+#include "pipeline.h"
+
+typedef enum smoe_access { SMOE_READ = 1, SMOE_WRITE = 2, SMOE_READ_WRITE = 3 } smoe_access;
+
+typedef struct smoe_binding {
+    smoe_tensor tensor;
+    smoe_access access;
+} smoe_binding;
+
+typedef struct smoe_range {
+    VkBuffer buffer;
+    uint64_t begin, end;
+    int write;
+} smoe_range;
+
+typedef struct smoe_program {
+    smoe_gpu *gpu;
+    VkCommandBuffer cb;
+    VkFence fence;
+    VkDescriptorPool *pools;
+    uint32_t pool_count;
+    smoe_range *pending; /* accesses since the last barrier */
+    size_t pending_count, pending_cap;
+    uint32_t dispatches, barriers;
+    int recording, submitted;
+} smoe_program;
+
+smoe_status smoe_program_begin(smoe_gpu *gpu, smoe_program *p, smoe_err *err);
+/* Records one dispatch of groups[0..2] workgroups. bindings[i] is bound at binding i. */
+smoe_status smoe_program_dispatch(smoe_program *p, const smoe_pipeline *pl, const smoe_binding *bindings,
+                                  uint32_t binding_count, const void *push, uint32_t push_size,
+                                  const uint32_t groups[3], smoe_err *err);
+/* Records a fill of a tensor with a 32-bit pattern (bytes a multiple of 4). */
+smoe_status smoe_program_fill(smoe_program *p, const smoe_tensor *t, uint32_t pattern, smoe_err *err);
+smoe_status smoe_program_end(smoe_program *p, smoe_err *err);
+/* Submits the recorded program; smoe_program_wait waits for it. run = submit + wait. */
+smoe_status smoe_program_submit(smoe_program *p, smoe_err *err);
+smoe_status smoe_program_wait(smoe_program *p, smoe_err *err);
+smoe_status smoe_program_run(smoe_program *p, smoe_err *err);
+void smoe_program_destroy(smoe_program *p);
+
+/* Workgroups needed to cover n items with groups of size g. */
+static inline uint32_t smoe_div_up(uint64_t n, uint32_t g) { return (uint32_t)((n + g - 1) / g); }
+
+#endif

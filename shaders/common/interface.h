@@ -1,0 +1,78 @@
+/* Push-constant layouts shared by C (host/ops) and GLSL (shaders/): one definition each, as an
+ * X-macro list of scalar fields, so the two sides cannot drift. Only 32-bit scalars are used, so
+ * the std430 push-constant layout and the C struct layout agree. */
+#ifndef SMOE_INTERFACE_H
+#define SMOE_INTERFACE_H
+
+/* y = alpha * x + beta * y over n floats (also the trivial shader of the foundation tests). */
+#define SMOE_PUSH_AXPY(F) F(uint, n) F(float, alpha) F(float, beta)
+
+/* Batched matmul C[z] = epilogue(op(A[z]) op(B[z])), M x N, inner size K, batch z = workgroup z.
+ * Element (r, c) of a stored operand X lives at
+ *     x_off + z*x_bs + (r / x_g)*x_gs + (r % x_g)*x_ld + c
+ * (rows in groups of x_g with group stride x_gs: how the p slots of one expert sit in every
+ * sequence of the batch; x_g = 0xffffffff for a plain matrix). */
+#define SMOE_PUSH_MATMUL(F)                                                                   \
+    F(uint, M) F(uint, N) F(uint, K)                                                          \
+    F(uint, a_off) F(uint, a_ld) F(uint, a_bs) F(uint, a_g) F(uint, a_gs)                     \
+    F(uint, b_off) F(uint, b_ld) F(uint, b_bs) F(uint, b_g) F(uint, b_gs)                     \
+    F(uint, c_off) F(uint, c_ld) F(uint, c_bs) F(uint, c_g) F(uint, c_gs)                     \
+    F(float, alpha) F(uint, bias_bs) F(uint, stat_bs) F(uint, rs_bs) F(uint, cs_bs)
+
+/* Matmul specialization constants (ids; 0-2 are the workgroup size). */
+#define SMOE_MM_TRANS_A 3
+#define SMOE_MM_TRANS_B 4
+#define SMOE_MM_BM 5
+#define SMOE_MM_BN 6
+#define SMOE_MM_BK 7
+#define SMOE_MM_TM 8
+#define SMOE_MM_TN 9
+#define SMOE_MM_A_XFORM 10
+#define SMOE_MM_B_XFORM 11
+#define SMOE_MM_EPI 12
+#define SMOE_MM_SPEC_COUNT 13
+
+/* Operand transforms applied on load. */
+#define SMOE_XFORM_NONE 0
+#define SMOE_XFORM_GELU 1         /* gelu(v): expert hidden activations from pre-activations */
+#define SMOE_XFORM_EXP_COL 2      /* exp(scale*v - stat[column]): dispatch weights D from logits */
+#define SMOE_XFORM_EXP_ROW 3      /* exp(scale*v - stat[row]): combine weights C from logits */
+
+/* Epilogue steps, in this order. */
+#define SMOE_EPI_ROWSCALE 1u      /* times rowscale[z*rs_bs + r] */
+#define SMOE_EPI_COLSCALE 2u      /* times colscale[z*cs_bs + c] */
+#define SMOE_EPI_SCALAR 4u        /* times scalar[0] */
+#define SMOE_EPI_BIAS 8u          /* plus bias[z*bias_bs + c] */
+#define SMOE_EPI_GELU_GRAD 16u    /* times gelu'(aux[same place as C]) */
+#define SMOE_EPI_ACCUMULATE 32u   /* plus the old value of C */
+
+/* Row-wise and column-wise reductions over a matrix [rows x cols] per batch z. */
+#define SMOE_PUSH_REDUCE(F) F(uint, rows) F(uint, cols) F(uint, in_bs) F(uint, out_bs) F(uint, groups_x)
+#define SMOE_AXIS_ROWS 0  /* one vector per row (contiguous) */
+#define SMOE_AXIS_COLS 1  /* one vector per column (stride cols) */
+
+/* Column sums with the matmul addressing: out[z*out_bs + c] (+)= sum_r X(z, r, c). */
+#define SMOE_PUSH_COLSUM(F) F(uint, rows) F(uint, cols) F(uint, x_ld) F(uint, x_bs) F(uint, x_g) F(uint, x_gs) F(uint, out_bs)
+
+/* Router backward: logits P [batch, m, S]. */
+#define SMOE_PUSH_ROUTER(F) F(uint, m) F(uint, S) F(uint, groups_x)
+
+
+#ifdef VULKAN /* GLSL compiled for Vulkan */
+#define SMOE_FIELD(type, name) type name;
+#define SMOE_PUSH(list) layout(push_constant) uniform Push { list(SMOE_FIELD) } pc;
+#else
+#include <stdint.h>
+typedef uint32_t smoe_glsl_uint;
+typedef int32_t smoe_glsl_int;
+typedef float smoe_glsl_float;
+#define SMOE_FIELD(type, name) smoe_glsl_##type name;
+#define SMOE_PUSH_STRUCT(cname, list) typedef struct cname { list(SMOE_FIELD) } cname;
+SMOE_PUSH_STRUCT(smoe_push_axpy, SMOE_PUSH_AXPY)
+SMOE_PUSH_STRUCT(smoe_push_matmul, SMOE_PUSH_MATMUL)
+SMOE_PUSH_STRUCT(smoe_push_reduce, SMOE_PUSH_REDUCE)
+SMOE_PUSH_STRUCT(smoe_push_colsum, SMOE_PUSH_COLSUM)
+SMOE_PUSH_STRUCT(smoe_push_router, SMOE_PUSH_ROUTER)
+#endif
+
+#endif

@@ -1,0 +1,23 @@
+/* The Soft MoE layer (SPEC section 1) in double precision with plain loops: the slow, obviously
+ * correct reference the float32 CPU path is tested against. No BLAS, no threads. */
+#ifndef SMOE_REF_SOFTMOE_F64_H
+#define SMOE_REF_SOFTMOE_F64_H
+
+#include "softmoe_cpu.h"
+
+/* Same layouts as smoe_layer_params: phi [d, n*p], scale [1], w1 [n, h, d], b1 [n, h],
+ * w2 [n, d, h], b2 [n, d]. */
+typedef struct {
+    const double *phi, *scale, *w1, *b1, *w2, *b2;
+} ref_layer_params;
+
+typedef struct {
+    double *phi, *scale, *w1, *b1, *w2, *b2;
+} ref_layer_grads;
+
+/* y[b,m,d] = SoftMoE(x). With dy != NULL also writes dx and every gradient (overwriting).
+ * Returns 0, or -1 when out of memory. */
+int ref_layer_f64(const smoe_layer_dims *dims, const ref_layer_params *prm, const double *x,
+                  double *y, const double *dy, double *dx, const ref_layer_grads *grads);
+
+#endif

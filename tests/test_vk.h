@@ -1,0 +1,50 @@
+/* Helpers for tests that open a device: log to stderr, and fail on any validation message. */
+#ifndef SMOE_TEST_VK_H
+#define SMOE_TEST_VK_H
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "context.h"
+#include "test_util.h"
+
+static void test_log(void *user, smoe_log_level level, const char *msg)
+{
+    (void)user;
+    if (level >= SMOE_LOG_INFO) fprintf(stderr, "  [softmoe] %s\n", msg);
+}
+
+/* Opens spec on a new context, or returns NULL (with a failed check) if that fails. */
+static inline smoe_context *test_open(const char *spec)
+{
+    smoe_context *ctx = NULL;
+    CHECK(smoe_context_create(&ctx) == SMOE_OK);
+    if (!ctx) return NULL;
+    smoe_set_log_callback(ctx, test_log, NULL);
+    smoe_status st = smoe_context_open_device(ctx, spec);
+    CHECK_MSG(st == SMOE_OK, "opening %s: %s", spec ? spec : "(default)", smoe_last_error(ctx));
+    if (st) {
+        smoe_context_destroy(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+/* Destroys ctx after checking that validation reported nothing. */
+static inline void test_close(smoe_context *ctx)
+{
+    if (!ctx) return;
+    CHECK_MSG(smoe_validation_message_count(ctx) == 0, "%d validation messages", smoe_validation_message_count(ctx));
+    smoe_context_destroy(ctx);
+}
+
+/* Deterministic pseudo-random floats in [-1, 1) (xorshift), no global state. */
+static inline float test_rand(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return (float)((*s >> 40) & 0xffffff) / 8388608.0f - 1.0f;
+}
+
+#endif
