@@ -16,8 +16,7 @@ struct smoe_model {
     smoe_layer_dims dims;   /* d, n, p, h from the file; b, m of the current shape */
     smoe_arena params;      /* parameters, uploaded once */
     smoe_arena work;        /* inputs, outputs, gradients and workspace of the current shape */
-    smoe_layer_vk t;        /* tensor handles (host memory on the CPU path) */
-    smoe_tensor cpu_ws;     /* the CPU path's own workspace (softmoe_cpu.h) */
+    smoe_layer_tensors t;        /* tensor handles (host memory on the CPU path) */
     int shape_b, shape_m, shape_backward;
     smoe_program forward, forward_backward;
     int have_forward, have_forward_backward;
@@ -51,13 +50,13 @@ static uint64_t shape_count(int ndim, const int64_t *shape)
     return c;
 }
 
-static smoe_tensor *param_tensor(smoe_layer_vk *t, int i)
+static smoe_tensor *param_tensor(smoe_layer_tensors *t, int i)
 {
     smoe_tensor *p[6] = {&t->phi, &t->scale, &t->w1, &t->b1, &t->w2, &t->b2};
     return p[i];
 }
 
-static smoe_tensor *grad_tensor(smoe_layer_vk *t, int i)
+static smoe_tensor *grad_tensor(smoe_layer_tensors *t, int i)
 {
     smoe_tensor *p[6] = {&t->g_phi, &t->g_scale, &t->g_w1, &t->g_b1, &t->g_w2, &t->g_b2};
     return p[i];
@@ -239,7 +238,7 @@ static smoe_status ensure_shape(smoe_model *md, int b, int m, int backward, smoe
     smoe_arena *a = &md->work;
     uint64_t io = (uint64_t)b * m * md->dims.d * 4;
     smoe_status st = SMOE_OK;
-    smoe_layer_vk *t = &md->t;
+    smoe_layer_tensors *t = &md->t;
     if (!st) st = smoe_arena_reserve(a, io, &t->x, err);
     if (!st) st = smoe_arena_reserve(a, io, &t->y, err);
     if (backward) {
@@ -247,14 +246,7 @@ static smoe_status ensure_shape(smoe_model *md, int b, int m, int backward, smoe
         if (!st) st = smoe_arena_reserve(a, io, &t->dx, err);
         for (int i = 0; i < 6 && !st; i++) st = smoe_arena_reserve(a, param_tensor(t, i)->bytes, grad_tensor(t, i), err);
     }
-    if (!st) {
-        if (a->gpu) {
-            st = smoe_layer_vk_reserve(t, &md->dims, a, backward, err);
-        } else {
-            /* The CPU path keeps its own workspace layout in one tensor. */
-            st = smoe_arena_reserve(a, smoe_cpu_layer_workspace(&md->dims) * 4, &md->cpu_ws, err);
-        }
-    }
+    if (!st) st = smoe_layer_reserve(t, &md->dims, a, backward, err);
     if (!st) st = smoe_arena_commit(a, err);
     if (st) {
         release_shape(md);
@@ -266,21 +258,34 @@ static smoe_status ensure_shape(smoe_model *md, int b, int m, int backward, smoe
     return SMOE_OK;
 }
 
-static smoe_status record(smoe_model *md, int backward, smoe_err *err)
+/* The layer's work as ops: run now on the CPU path, recorded once on Vulkan. */
+static smoe_status layer_ops(smoe_exec *ex, smoe_model *md, int backward, smoe_err *err)
 {
+    smoe_status st = smoe_op_softmoe_forward(ex, &md->t, &md->dims, err);
+    if (!st && backward) st = smoe_op_softmoe_backward(ex, &md->t, &md->dims, err);
+    return st;
+}
+
+/* Runs the layer's ops: on Vulkan, records them into a program the first time, then replays it. */
+static smoe_status execute(smoe_model *md, int backward, smoe_err *err)
+{
+    if (!md->work.gpu) {
+        smoe_exec ex = {NULL, NULL};
+        return layer_ops(&ex, md, backward, err);
+    }
     smoe_program *p = backward ? &md->forward_backward : &md->forward;
     int *have = backward ? &md->have_forward_backward : &md->have_forward;
-    if (*have) return SMOE_OK;
+    if (*have) return smoe_program_run(p, err);
     smoe_status st = smoe_program_begin(md->work.gpu, p, err);
-    if (!st) st = smoe_layer_vk_record_forward(p, &md->t, &md->dims, err);
-    if (!st && backward) st = smoe_layer_vk_record_backward(p, &md->t, &md->dims, err);
+    smoe_exec ex = {md->work.gpu, p};
+    if (!st) st = layer_ops(&ex, md, backward, err);
     if (!st) st = smoe_program_end(p, err);
     if (st) {
         smoe_program_destroy(p);
         return st;
     }
     *have = 1;
-    return SMOE_OK;
+    return smoe_program_run(p, err);
 }
 
 static smoe_status check_finite(const float *v, size_t n, const char *name, smoe_err *err)
@@ -307,29 +312,10 @@ static smoe_status run_layer(smoe_model *md, int b, int m, const float *x, const
     if (!st && backward) st = check_finite(dy, io, "dy", &err);
     if (!st) st = ensure_shape(md, b, m, backward, &err);
     if (st) return smoe_ctx_error(ctx, st, &err);
-    smoe_layer_vk *t = &md->t;
-
-    if (!md->work.gpu) {
-        smoe_layer_params prm = {smoe_tensor_host(&t->phi), smoe_tensor_host(&t->scale), smoe_tensor_host(&t->w1),
-                                 smoe_tensor_host(&t->b1),  smoe_tensor_host(&t->w2),    smoe_tensor_host(&t->b2)};
-        float *ws = smoe_tensor_host(&md->cpu_ws);
-        smoe_cpu_layer_forward(&md->dims, &prm, x, y, ws);
-        if (backward) {
-            smoe_layer_grads g = {smoe_tensor_host(&t->g_phi), smoe_tensor_host(&t->g_scale), smoe_tensor_host(&t->g_w1),
-                                  smoe_tensor_host(&t->g_b1),  smoe_tensor_host(&t->g_w2),    smoe_tensor_host(&t->g_b2)};
-            float *dxw = smoe_tensor_host(&t->dx);
-            smoe_cpu_layer_backward(&md->dims, &prm, x, dy, ws, dxw, &g);
-            if (dx) memcpy(dx, dxw, io * 4);
-            for (int i = 0; i < 6; i++)
-                if (grads && grads[i]) memcpy(grads[i], smoe_tensor_host(grad_tensor(t, i)), grad_tensor(t, i)->bytes);
-        }
-        return SMOE_OK;
-    }
-
-    st = record(md, backward, &err);
-    if (!st) st = smoe_tensor_upload(&t->x, 0, x, io * 4, &err);
+    smoe_layer_tensors *t = &md->t;
+    st = smoe_tensor_upload(&t->x, 0, x, io * 4, &err);
     if (!st && backward) st = smoe_tensor_upload(&t->dy, 0, dy, io * 4, &err);
-    if (!st) st = smoe_program_run(backward ? &md->forward_backward : &md->forward, &err);
+    if (!st) st = execute(md, backward, &err);
     if (!st) st = smoe_tensor_download(&t->y, 0, y, io * 4, &err);
     if (!st && backward && dx) st = smoe_tensor_download(&t->dx, 0, dx, io * 4, &err);
     for (int i = 0; i < 6 && !st && backward; i++)

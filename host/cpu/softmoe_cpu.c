@@ -46,6 +46,8 @@
 #define MC 512
 #define NC 2048
 #define PACK_FLOATS ((size_t)MC * KC + (size_t)KC * NC)
+#define PF_ROWS 24   /* prefetch distance (in rows of B) when B is read in place */
+#define DOT_MAX_M 32 /* A Bᵀ with at most this many rows uses the dot-product kernel */
 
 /* One operand of a batch of GEMMs: item g is the matrix at p + g*stride, with leading
  * dimension ld, used transposed when trans is set. */
@@ -103,17 +105,26 @@ static void pack_b(operand B, const float *b, int k0, int kc, int j0, int nr, fl
     }
 }
 
-/* The MR x NR tile c (leading dimension ldc) = (or +=) the product of the packed panels
- * a [kc][MR] and b [kc][NR]. */
+/* The mr x nr corner (mr <= MR, nr <= NR) of the tile c (leading dimension ldc) = (or +=) the
+ * product of the packed panel a [kc][MR] and the panel b [kc][NR], row k at b + k*ldb: either
+ * packed (ldb = NR) or read in place from a row-major matrix. */
 __attribute__((target("avx512f"))) static void tile_avx512(int kc, const float *a,
-                                                           const float *b, float *c, int ldc,
-                                                           int flags)
+                                                           const float *b, int ldb, float *c,
+                                                           int ldc, int mr, int nr, int flags)
 {
+    const __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1);
+    const __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : (1u << (nr - 16)) - 1);
     __m512 c0[MR], c1[MR];
 #pragma GCC unroll 8
     for (int i = 0; i < MR; i++) c0[i] = c1[i] = _mm512_setzero_ps();
     for (int k = 0; k < kc; k++) {
-        const __m512 b0 = _mm512_loadu_ps(b + k * NR), b1 = _mm512_loadu_ps(b + k * NR + 16);
+        const float *bk = b + (size_t)k * ldb;
+        if (ldb != NR) { /* B in place: its rows are far apart, fetch PF_ROWS rows ahead */
+            const uintptr_t ahead = (uintptr_t)bk + (uintptr_t)PF_ROWS * ldb * sizeof(float);
+            _mm_prefetch((const char *)ahead, _MM_HINT_T0);
+            _mm_prefetch((const char *)(ahead + 64), _MM_HINT_T0);
+        }
+        const __m512 b0 = _mm512_maskz_loadu_ps(m0, bk), b1 = _mm512_maskz_loadu_ps(m1, bk + 16);
 #pragma GCC unroll 8
         for (int i = 0; i < MR; i++) {
             const __m512 ai = _mm512_set1_ps(a[k * MR + i]);
@@ -121,42 +132,34 @@ __attribute__((target("avx512f"))) static void tile_avx512(int kc, const float *
             c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);
         }
     }
-    const int stream = (flags & MM_STREAM) && ((uintptr_t)c % 64 == 0) && (ldc % 16 == 0);
+    const int stream = (flags & MM_STREAM) && nr == NR && (uintptr_t)c % 64 == 0 && ldc % 16 == 0;
 #pragma GCC unroll 8
     for (int i = 0; i < MR; i++) {
+        if (i >= mr) break;
         float *ci = c + (size_t)i * ldc;
         if (flags & MM_ACCUMULATE) {
-            _mm512_storeu_ps(ci, _mm512_add_ps(c0[i], _mm512_loadu_ps(ci)));
-            _mm512_storeu_ps(ci + 16, _mm512_add_ps(c1[i], _mm512_loadu_ps(ci + 16)));
-        } else if (stream) {
+            c0[i] = _mm512_add_ps(c0[i], _mm512_maskz_loadu_ps(m0, ci));
+            c1[i] = _mm512_add_ps(c1[i], _mm512_maskz_loadu_ps(m1, ci + 16));
+        }
+        if (stream) {
             _mm512_stream_ps(ci, c0[i]);
             _mm512_stream_ps(ci + 16, c1[i]);
         } else {
-            _mm512_storeu_ps(ci, c0[i]);
-            _mm512_storeu_ps(ci + 16, c1[i]);
+            _mm512_mask_storeu_ps(ci, m0, c0[i]);
+            _mm512_mask_storeu_ps(ci + 16, m1, c1[i]);
         }
     }
 }
 
-/* A tile of C at the matrix edge: only mr x nr of the MR x NR tile is stored. */
-static void edge_tile(int kc, const float *a, const float *b, float *c, int ldc, int mr, int nr,
-                      int flags)
-{
-    float tmp[MR * NR];
-    tile_avx512(kc, a, b, tmp, NR, 0);
-    for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nr; j++)
-            c[(size_t)i * ldc + j] = (flags & MM_ACCUMULATE ? c[(size_t)i * ldc + j] : 0.0f) +
-                                     tmp[i * NR + j];
-}
-
 /* C_g = (or +=) op(A_g) op(B_g) for g < count, each M x N with inner size K. pack: PACK_FLOATS
- * of workspace. All threads pack the panels of one block together, then compute its tiles. */
+ * of workspace. All threads pack the panels of one block together, then compute its tiles.
+ * An untransposed B is read in place (its rows are already the NR-wide panels). */
 static void mm_packed(int count, int M, int N, int K, operand A, operand B, float *C, int ldc,
                       size_t stride_c, int flags, float *pack)
 {
     float *pa = pack, *pb = pack + (size_t)MC * KC;
     const int nkb = (K + KC - 1) / KC, kstep = (K + nkb - 1) / nkb; /* even K blocks */
+    const int pack_b_needed = B.trans;
     if (nkb > 1) flags &= ~MM_STREAM; /* C is read again for the next K block */
 #pragma omp parallel
     for (int g = 0; g < count; g++) {
@@ -164,19 +167,20 @@ static void mm_packed(int count, int M, int N, int K, operand A, operand B, floa
         float *cg = C + g * stride_c;
         for (int k0 = 0; k0 < K; k0 += kstep) {
             const int kc = K - k0 < kstep ? K - k0 : kstep;
-            const int fl = k0 > 0 ? (flags | MM_ACCUMULATE) & ~MM_STREAM : flags;
+            const int fl = k0 > 0 ? flags | MM_ACCUMULATE : flags;
             for (int i0 = 0; i0 < M; i0 += MC) {
                 const int mc = M - i0 < MC ? M - i0 : MC, npa = (mc + MR - 1) / MR;
                 for (int j0 = 0; j0 < N; j0 += NC) {
                     const int nc = N - j0 < NC ? N - j0 : NC, npb = (nc + NR - 1) / NR;
-                    const int npack = npb + (j0 == 0 ? npa : 0); /* A once per (k0, i0) */
+                    const int npack_b = pack_b_needed ? npb : 0;
+                    const int npack = npack_b + (j0 == 0 ? npa : 0); /* A once per (k0, i0) */
 #pragma omp for schedule(static)
                     for (int t = 0; t < npack; t++) {
-                        if (t < npb) {
+                        if (t < npack_b) {
                             int jn = nc - t * NR < NR ? nc - t * NR : NR;
                             pack_b(B, b, k0, kc, j0 + t * NR, jn, pb + (size_t)t * kc * NR);
                         } else {
-                            int ip = t - npb, in = mc - ip * MR < MR ? mc - ip * MR : MR;
+                            int ip = t - npack_b, in = mc - ip * MR < MR ? mc - ip * MR : MR;
                             pack_a(A, a, i0 + ip * MR, in, k0, kc, pa + (size_t)ip * kc * MR);
                         }
                     }
@@ -187,17 +191,83 @@ static void mm_packed(int count, int M, int N, int K, operand A, operand B, floa
                             const int jn = nc - jp * NR < NR ? nc - jp * NR : NR;
                             float *ct = cg + (size_t)(i0 + ip * MR) * ldc + j0 + jp * NR;
                             const float *ap = pa + (size_t)ip * kc * MR;
-                            const float *bp = pb + (size_t)jp * kc * NR;
-                            if (in == MR && jn == NR)
-                                tile_avx512(kc, ap, bp, ct, ldc, fl);
+                            if (pack_b_needed)
+                                tile_avx512(kc, ap, pb + (size_t)jp * kc * NR, NR, ct, ldc, in, jn, fl);
                             else
-                                edge_tile(kc, ap, bp, ct, ldc, in, jn, fl);
+                                tile_avx512(kc, ap, b + (size_t)k0 * B.ld + j0 + jp * NR, B.ld, ct,
+                                            ldc, in, jn, fl);
                         }
                 }
             }
         }
     }
     if (flags & MM_STREAM) _mm_sfence();
+}
+
+/* Rows of A and of Bᵀ per dot_tile. */
+#define DOT_R 8
+#define DOT_J 3
+
+/* The mr x nj corner (mr <= DOT_R, nj <= DOT_J) of c = (or +=) A Btᵀ, with A [mr, K] and
+ * Bt [nj, K] row-major (leading dimensions lda, ldb): dot products vectorised along K. */
+__attribute__((target("avx512f"))) static void dot_tile(int K, const float *a, int lda, int mr,
+                                                        const float *bt, int ldb, int nj,
+                                                        float *c, int ldc, int flags)
+{
+    const float *ar[DOT_R], *br[DOT_J];
+    for (int i = 0; i < DOT_R; i++) ar[i] = a + (size_t)(i < mr ? i : 0) * lda;
+    for (int j = 0; j < DOT_J; j++) br[j] = bt + (size_t)(j < nj ? j : 0) * ldb;
+    __m512 acc[DOT_R][DOT_J];
+#pragma GCC unroll 8
+    for (int i = 0; i < DOT_R; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < DOT_J; j++) acc[i][j] = _mm512_setzero_ps();
+    for (int k = 0; k < K; k += 16) {
+        const __mmask16 mk = (__mmask16)(K - k >= 16 ? 0xFFFF : (1u << (K - k)) - 1);
+        __m512 bv[DOT_J];
+#pragma GCC unroll 4
+        for (int j = 0; j < DOT_J; j++) {
+            bv[j] = _mm512_maskz_loadu_ps(mk, br[j] + k);
+            /* the same place in the next DOT_J rows: the weights are read once, in order */
+            _mm_prefetch((const char *)((uintptr_t)(br[j] + k) + (uintptr_t)DOT_J * ldb * sizeof(float)),
+                         _MM_HINT_T0);
+        }
+#pragma GCC unroll 8
+        for (int i = 0; i < DOT_R; i++) {
+            const __m512 av = _mm512_maskz_loadu_ps(mk, ar[i] + k);
+#pragma GCC unroll 4
+            for (int j = 0; j < DOT_J; j++) acc[i][j] = _mm512_fmadd_ps(av, bv[j], acc[i][j]);
+        }
+    }
+    float sum[DOT_R][DOT_J]; /* (constant indices keep acc in registers) */
+#pragma GCC unroll 8
+    for (int i = 0; i < DOT_R; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < DOT_J; j++) sum[i][j] = _mm512_reduce_add_ps(acc[i][j]);
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nj; j++) {
+            float *cij = c + (size_t)i * ldc + j;
+            *cij = flags & MM_ACCUMULATE ? *cij + sum[i][j] : sum[i][j];
+        }
+}
+
+/* C_g = (or +=) A_g B_gᵀ for g < count (A and B both row-major, contiguous along K): for few
+ * rows of A (the per-expert X Wᵀ), where packing the whole transposed B would cost more than
+ * the arithmetic. Each weight row is read once per DOT_R rows of A. */
+static void mm_dot(int count, int M, int N, int K, operand A, operand B, float *C, int ldc,
+                   size_t stride_c, int flags)
+{
+    const int nj = (N + DOT_J - 1) / DOT_J;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int g = 0; g < count; g++)
+        for (int jt = 0; jt < nj; jt++) {
+            const int j0 = jt * DOT_J, jn = N - j0 < DOT_J ? N - j0 : DOT_J;
+            const float *bt = B.p + g * B.stride + (size_t)j0 * B.ld;
+            for (int i0 = 0; i0 < M; i0 += DOT_R)
+                dot_tile(K, A.p + g * A.stride + (size_t)i0 * A.ld, A.ld,
+                         M - i0 < DOT_R ? M - i0 : DOT_R, bt, B.ld, jn,
+                         C + g * stride_c + (size_t)i0 * ldc + j0, ldc, flags);
+        }
 }
 
 #endif /* SMOE_HAVE_AVX512_KERNEL */
@@ -208,7 +278,10 @@ static void mm(int count, int M, int N, int K, operand A, operand B, float *C, i
 {
 #if SMOE_HAVE_AVX512_KERNEL
     if (__builtin_cpu_supports("avx512f")) {
-        mm_packed(count, M, N, K, A, B, C, ldc, stride_c, flags, pack);
+        if (!A.trans && B.trans && M <= DOT_MAX_M)
+            mm_dot(count, M, N, K, A, B, C, ldc, stride_c, flags);
+        else
+            mm_packed(count, M, N, K, A, B, C, ldc, stride_c, flags, pack);
         return;
     }
 #endif

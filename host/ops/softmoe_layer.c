@@ -13,9 +13,10 @@ static smoe_status reserve(smoe_arena *a, smoe_tensor *t, uint64_t floats, smoe_
     return smoe_arena_reserve(a, floats * 4, t, err);
 }
 
-smoe_status smoe_layer_vk_reserve(smoe_layer_vk *L, const smoe_layer_dims *d, smoe_arena *a, int backward,
+smoe_status smoe_layer_reserve(smoe_layer_tensors *L, const smoe_layer_dims *d, smoe_arena *a, int backward,
                                   smoe_err *err)
 {
+    if (!a->gpu) return reserve(a, &L->cpu_ws, smoe_cpu_layer_workspace(d), err);
     uint64_t B = (uint64_t)d->b, m = (uint64_t)d->m, D = (uint64_t)d->d, S = (uint64_t)d->n * d->p;
     uint64_t R = B * d->p, H = (uint64_t)d->h, n = (uint64_t)d->n;
     smoe_status st = SMOE_OK;
@@ -87,7 +88,7 @@ static smoe_mm_operand expert_rows(smoe_tensor t, const smoe_layer_dims *d)
     return o;
 }
 
-smoe_status smoe_layer_vk_record_forward(smoe_program *p, const smoe_layer_vk *L, const smoe_layer_dims *d,
+static smoe_status record_forward(smoe_program *p, const smoe_layer_tensors *L, const smoe_layer_dims *d,
                                          smoe_err *err)
 {
     uint32_t B = (uint32_t)d->b, m = (uint32_t)d->m, D = (uint32_t)d->d, S = (uint32_t)(d->n * d->p);
@@ -155,7 +156,7 @@ smoe_status smoe_layer_vk_record_forward(smoe_program *p, const smoe_layer_vk *L
     return smoe_record_matmul(p, &mm, err);
 }
 
-smoe_status smoe_layer_vk_record_backward(smoe_program *p, const smoe_layer_vk *L, const smoe_layer_dims *d,
+static smoe_status record_backward(smoe_program *p, const smoe_layer_tensors *L, const smoe_layer_dims *d,
                                           smoe_err *err)
 {
     uint32_t B = (uint32_t)d->b, m = (uint32_t)d->m, D = (uint32_t)d->d, S = (uint32_t)(d->n * d->p);
@@ -272,4 +273,31 @@ smoe_status smoe_layer_vk_record_backward(smoe_program *p, const smoe_layer_vk *
     if ((st = record_vectors(p, "l2norm_bwd", 4, SMOE_AXIS_ROWS, 1, 1, lx, B * m, D, 1, 0, 0, err))) return st;
     smoe_binding lp[4] = {{L->phi, SMOE_READ}, {L->q_phi, SMOE_READ}, {L->cinv, SMOE_READ}, {L->g_phi, SMOE_WRITE}};
     return record_vectors(p, "l2norm_bwd", 4, SMOE_AXIS_COLS, 0, 1, lp, D, S, 1, 0, 0, err);
+}
+
+static smoe_layer_params host_params(const smoe_layer_tensors *L)
+{
+    smoe_layer_params prm = {smoe_tensor_host(&L->phi), smoe_tensor_host(&L->scale), smoe_tensor_host(&L->w1),
+                             smoe_tensor_host(&L->b1),  smoe_tensor_host(&L->w2),    smoe_tensor_host(&L->b2)};
+    return prm;
+}
+
+smoe_status smoe_op_softmoe_forward(smoe_exec *ex, const smoe_layer_tensors *L, const smoe_layer_dims *d, smoe_err *err)
+{
+    if (ex->gpu) return record_forward(ex->prog, L, d, err);
+    smoe_layer_params prm = host_params(L);
+    smoe_cpu_layer_forward(d, &prm, smoe_tensor_host(&L->x), smoe_tensor_host(&L->y), smoe_tensor_host(&L->cpu_ws));
+    return SMOE_OK;
+}
+
+smoe_status smoe_op_softmoe_backward(smoe_exec *ex, const smoe_layer_tensors *L, const smoe_layer_dims *d,
+                                     smoe_err *err)
+{
+    if (ex->gpu) return record_backward(ex->prog, L, d, err);
+    smoe_layer_params prm = host_params(L);
+    smoe_layer_grads g = {smoe_tensor_host(&L->g_phi), smoe_tensor_host(&L->g_scale), smoe_tensor_host(&L->g_w1),
+                          smoe_tensor_host(&L->g_b1),  smoe_tensor_host(&L->g_w2),    smoe_tensor_host(&L->g_b2)};
+    smoe_cpu_layer_backward(d, &prm, smoe_tensor_host(&L->x), smoe_tensor_host(&L->dy), smoe_tensor_host(&L->cpu_ws),
+                            smoe_tensor_host(&L->dx), &g);
+    return SMOE_OK;
 }

@@ -1,13 +1,13 @@
-/* The Soft MoE layer on Vulkan (SPEC section 1): tensors, workspace and the recording of the
- * forward and backward passes as dispatches of the shaders in shaders/. The CPU twin is
- * host/cpu/softmoe_cpu.c; tests compare the two. */
+/* The Soft MoE layer op (SPEC section 1) on both paths: its tensors and workspace, and forward and
+ * backward as ops (ops.h). On Vulkan they are dispatches of the shaders in shaders/; on the CPU
+ * the kernels of host/cpu/softmoe_cpu.c. Tests compare the two. */
 #ifndef SMOE_OPS_SOFTMOE_LAYER_H
 #define SMOE_OPS_SOFTMOE_LAYER_H
 
 #include "cpu/softmoe_cpu.h"
-#include "record.h"
+#include "ops/ops.h"
 
-typedef struct smoe_layer_vk {
+typedef struct smoe_layer_tensors {
     /* parameters and their gradients (SPEC layouts) */
     smoe_tensor phi, scale, w1, b1, w2, b2;
     smoe_tensor g_phi, g_scale, g_w1, g_b1, g_w2, g_b2;
@@ -19,16 +19,19 @@ typedef struct smoe_layer_vk {
     smoe_tensor rinv, cinv, logits, lse_col, lse_row, slots, pre, slots_out;
     /* backward workspace */
     smoe_tensor g_slots_out, g_combine, g_pre, g_slots, g_dispatch, colsum, partial, q_x, q_phi;
-} smoe_layer_vk;
+    /* the CPU path keeps its own workspace layout (softmoe_cpu.h) in one tensor instead */
+    smoe_tensor cpu_ws;
+} smoe_layer_tensors;
 
-/* Reserves the workspace (forward, plus backward when backward is set) in arena. */
-smoe_status smoe_layer_vk_reserve(smoe_layer_vk *L, const smoe_layer_dims *d, smoe_arena *arena, int backward,
-                                  smoe_err *err);
+/* Reserves the workspace (forward, plus backward when backward is set) in arena: the Vulkan
+ * workspace on a device arena, the CPU one on a host arena. */
+smoe_status smoe_layer_reserve(smoe_layer_tensors *L, const smoe_layer_dims *d, smoe_arena *arena, int backward,
+                               smoe_err *err);
 
-smoe_status smoe_layer_vk_record_forward(smoe_program *p, const smoe_layer_vk *L, const smoe_layer_dims *d,
-                                         smoe_err *err);
-/* Requires the forward pass recorded before it in the same or an earlier program. */
-smoe_status smoe_layer_vk_record_backward(smoe_program *p, const smoe_layer_vk *L, const smoe_layer_dims *d,
-                                          smoe_err *err);
+/* y from x. */
+smoe_status smoe_op_softmoe_forward(smoe_exec *ex, const smoe_layer_tensors *L, const smoe_layer_dims *d, smoe_err *err);
+/* dx and every parameter gradient (overwritten) from dy, after the forward op on the same x. */
+smoe_status smoe_op_softmoe_backward(smoe_exec *ex, const smoe_layer_tensors *L, const smoe_layer_dims *d,
+                                     smoe_err *err);
 
 #endif
