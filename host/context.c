@@ -140,6 +140,11 @@ smoe_status smoe_context_open_device(smoe_context *ctx, const char *spec)
             smoe_ctx_log(ctx, SMOE_LOG_INFO, "driver quirks of %s: %s", ctx->device.name, why);
     } else {
         smoe_cpu_device_info(&ctx->device);
+        const char *core = smoe_cpu_blas_coretype_hint();
+        if (core)
+            smoe_ctx_log(ctx, SMOE_LOG_WARNING,
+                         "OpenBLAS did not recognise this CPU and uses generic kernels; start the program with "
+                         "OPENBLAS_CORETYPE=%s for the CPU path to run about 10x faster", core);
     }
     ctx->device_index = index;
     ctx->opened = 1;

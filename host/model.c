@@ -1,26 +1,134 @@
-/* Models: loading (SPEC section 3), parameters on the context's device, and running the Soft MoE
- * layer on either path. The Vulkan path records one program per (batch, tokens) shape, once, and
- * replays it; per call only the input goes up and the outputs come down. */
+/* Models: the parameter table every kind shares, loading and saving (SPEC section 3), and the
+ * Soft MoE layer kind. The Vulkan path records one program per (batch, tokens) shape, once, and
+ * replays it; per call only the inputs go up and the outputs come down. The ViT is models/vit.c. */
+#include "model.h"
+
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "context.h"
-#include "cpu/softmoe_cpu.h"
 #include "ops/softmoe_layer.h"
-#include "safetensors.h"
 
-struct smoe_model {
-    smoe_context *ctx;
-    smoe_model_kind kind;
+/* ---- The parameter table ---- */
+
+smoe_status smoe_model_add_param(smoe_model *m, const char *name, int ndim, const int64_t *shape, int decay,
+                                 smoe_err *err)
+{
+    smoe_param *p = realloc(m->params, (m->param_count + 1) * sizeof *p);
+    if (!p) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    m->params = p;
+    p = &m->params[m->param_count++];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->ndim = ndim;
+    p->count = 1;
+    for (int i = 0; i < ndim; i++) {
+        p->shape[i] = shape[i];
+        p->count *= (size_t)shape[i];
+    }
+    p->decay = decay;
+    return SMOE_OK;
+}
+
+int smoe_model_find_param(const smoe_model *m, const char *name)
+{
+    for (int i = 0; i < m->param_count; i++)
+        if (!strcmp(m->params[i].name, name)) return i;
+    return -1;
+}
+
+smoe_status smoe_model_commit_params(smoe_model *m, smoe_err *err)
+{
+    smoe_status st = SMOE_OK;
+    for (int i = 0; i < m->param_count && !st; i++)
+        st = smoe_arena_reserve(&m->param_arena, m->params[i].count * 4, &m->params[i].value, err);
+    if (!st) st = smoe_arena_commit(&m->param_arena, err);
+    return st;
+}
+
+/* Gradients live in their own arena, made on the first backward pass. */
+smoe_status smoe_model_ensure_grads(smoe_model *m, smoe_err *err)
+{
+    if (m->grad_arena.committed) return SMOE_OK;
+    smoe_status st = SMOE_OK;
+    for (int i = 0; i < m->param_count && !st; i++)
+        st = smoe_arena_reserve(&m->grad_arena, m->params[i].count * 4, &m->params[i].grad, err);
+    if (!st) st = smoe_arena_commit(&m->grad_arena, err);
+    if (st) smoe_arena_release(&m->grad_arena);
+    return st;
+}
+
+smoe_status smoe_model_read_params(smoe_model *m, const smoe_st_file *f, const char *allow_prefix, smoe_err *err)
+{
+    const smoe_st_tensor **src = calloc(m->param_count ? m->param_count : 1, sizeof *src);
+    if (!src) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    smoe_status st = SMOE_OK;
+    for (int i = 0; i < m->param_count && !st; i++) {
+        smoe_param *p = &m->params[i];
+        /* a scalar (ndim 0) may be stored as [] or [1]; smoe_st_expect_f32 accepts both */
+        st = smoe_st_expect_f32(f, p->name, p->ndim, p->shape, &src[i], err);
+    }
+    for (int i = 0; i < f->count && !st; i++) {
+        const char *name = f->tensors[i].name;
+        if (smoe_model_find_param(m, name) < 0 && !(allow_prefix && !strncmp(name, allow_prefix, strlen(allow_prefix))))
+            st = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "unexpected tensor \"%s\" in the model file", name);
+    }
+    size_t most = 1;
+    for (int i = 0; i < m->param_count; i++)
+        if (m->params[i].count > most) most = m->params[i].count;
+    float *tmp = st ? NULL : malloc(most * 4);
+    if (!st && !tmp) st = smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    for (int i = 0; i < m->param_count && !st; i++) {
+        st = smoe_st_copy_f32(src[i], tmp, err);
+        if (!st) st = smoe_tensor_upload(&m->params[i].value, 0, tmp, m->params[i].count * 4, err);
+    }
+    free(tmp);
+    free(src);
+    return st;
+}
+
+int smoe_model_param_count(const smoe_model *m)
+{
+    return m ? m->param_count : 0;
+}
+
+smoe_status smoe_model_param_info(const smoe_model *m, int i, smoe_param_info *info)
+{
+    if (!m || !info || i < 0 || i >= m->param_count) return SMOE_ERROR_INVALID_ARGUMENT;
+    const smoe_param *p = &m->params[i];
+    info->name = p->name;
+    info->ndim = p->ndim;
+    memcpy(info->shape, p->shape, sizeof info->shape);
+    info->count = p->count;
+    return SMOE_OK;
+}
+
+static smoe_status copy_out(smoe_model *m, int i, float *out, int grad)
+{
+    if (!m) return SMOE_ERROR_INVALID_ARGUMENT;
+    if (i < 0 || i >= m->param_count || !out)
+        return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT, "no parameter %d (the model has %d)", i, m->param_count);
+    const smoe_tensor *t = grad ? &m->params[i].grad : &m->params[i].value;
+    if (!t->arena || !t->arena->committed)
+        return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT, "no gradients yet: run a backward pass first");
+    smoe_err err = {{0}};
+    return smoe_ctx_error(m->ctx, smoe_tensor_download(t, 0, out, t->bytes, &err), &err);
+}
+
+smoe_status smoe_model_get_param(smoe_model *m, int i, float *out) { return copy_out(m, i, out, 0); }
+smoe_status smoe_model_get_grad(smoe_model *m, int i, float *out) { return copy_out(m, i, out, 1); }
+
+/* ---- The layer kind ---- */
+
+typedef struct smoe_layer_model {
     smoe_layer_dims dims;   /* d, n, p, h from the file; b, m of the current shape */
-    smoe_arena params;      /* parameters, uploaded once */
-    smoe_arena work;        /* inputs, outputs, gradients and workspace of the current shape */
-    smoe_layer_tensors t;        /* tensor handles (host memory on the CPU path) */
+    smoe_arena work;        /* inputs, outputs and workspace of the current shape */
+    smoe_layer_tensors t;
     int shape_b, shape_m, shape_backward;
     smoe_program forward, forward_backward;
     int have_forward, have_forward_backward;
-};
+} smoe_layer_model;
 
 static const char *const param_names[SMOE_LAYER_PARAM_COUNT] = {
     "phi", "scale", "experts.fc1.weight", "experts.fc1.bias", "experts.fc2.weight", "experts.fc2.bias",
@@ -31,63 +139,13 @@ const char *smoe_layer_param_name(int i)
     return i >= 0 && i < SMOE_LAYER_PARAM_COUNT ? param_names[i] : NULL;
 }
 
-/* Shapes of the parameters, and their tensors, in param_names order. */
-static void param_shapes(const smoe_layer_dims *d, int ndim[6], int64_t shape[6][3])
+static void layer_release_shape(smoe_layer_model *lm)
 {
-    memset(shape, 0, 6 * 3 * sizeof(int64_t));
-    ndim[0] = 3, shape[0][0] = d->d, shape[0][1] = d->n, shape[0][2] = d->p;
-    ndim[1] = 0;
-    ndim[2] = 3, shape[2][0] = d->n, shape[2][1] = d->h, shape[2][2] = d->d;
-    ndim[3] = 2, shape[3][0] = d->n, shape[3][1] = d->h;
-    ndim[4] = 3, shape[4][0] = d->n, shape[4][1] = d->d, shape[4][2] = d->h;
-    ndim[5] = 2, shape[5][0] = d->n, shape[5][1] = d->d;
-}
-
-static uint64_t shape_count(int ndim, const int64_t *shape)
-{
-    uint64_t c = 1;
-    for (int i = 0; i < ndim; i++) c *= (uint64_t)shape[i];
-    return c;
-}
-
-static smoe_tensor *param_tensor(smoe_layer_tensors *t, int i)
-{
-    smoe_tensor *p[6] = {&t->phi, &t->scale, &t->w1, &t->b1, &t->w2, &t->b2};
-    return p[i];
-}
-
-static smoe_tensor *grad_tensor(smoe_layer_tensors *t, int i)
-{
-    smoe_tensor *p[6] = {&t->g_phi, &t->g_scale, &t->g_w1, &t->g_b1, &t->g_w2, &t->g_b2};
-    return p[i];
-}
-
-static void release_shape(smoe_model *m)
-{
-    smoe_program_destroy(&m->forward);
-    smoe_program_destroy(&m->forward_backward);
-    m->have_forward = m->have_forward_backward = 0;
-    smoe_arena_release(&m->work);
-    m->shape_b = m->shape_m = m->shape_backward = 0;
-}
-
-void smoe_model_destroy_internal(smoe_model *m)
-{
-    if (!m) return;
-    release_shape(m);
-    smoe_arena_release(&m->params);
-    smoe_ctx_remove_model(m->ctx, m);
-    free(m);
-}
-
-void smoe_model_free(smoe_model *m)
-{
-    smoe_model_destroy_internal(m);
-}
-
-smoe_model_kind smoe_model_get_kind(const smoe_model *m)
-{
-    return m->kind;
+    smoe_program_destroy(&lm->forward);
+    smoe_program_destroy(&lm->forward_backward);
+    lm->have_forward = lm->have_forward_backward = 0;
+    smoe_arena_release(&lm->work);
+    lm->shape_b = lm->shape_m = lm->shape_backward = 0;
 }
 
 /* The dimensions a layer file implies, read from phi and experts.fc1.weight. */
@@ -114,40 +172,102 @@ static smoe_status layer_dims_from_file(const smoe_st_file *f, smoe_layer_dims *
     d->p = (int)vals[2];
     d->h = (int)vals[3];
     if ((uint64_t)d->n * d->h * d->d > (1ull << 31))
-        return smoe_fail(err, SMOE_ERROR_TOO_LARGE, "the experts have %llu weights each layer; at most 2^31 are supported",
+        return smoe_fail(err, SMOE_ERROR_TOO_LARGE, "the experts have %llu weights; at most 2^31 are supported",
                          (unsigned long long)d->n * d->h * d->d);
     return SMOE_OK;
 }
 
-static smoe_status load_layer(smoe_model *m, const smoe_st_file *f, smoe_err *err)
+/* The layer's parameters, named as SPEC section 1, into the model's table. */
+smoe_status smoe_layer_add_params(smoe_model *m, const smoe_layer_dims *d, const char *prefix, smoe_err *err)
 {
-    smoe_status st = layer_dims_from_file(f, &m->dims, err);
-    if (st) return st;
-    int ndim[6];
-    int64_t shape[6][3];
-    param_shapes(&m->dims, ndim, shape);
-    const smoe_st_tensor *src[6];
-    for (int i = 0; i < 6; i++)
-        if ((st = smoe_st_expect_f32(f, param_names[i], ndim[i], shape[i], &src[i], err))) return st;
-    for (int i = 0; i < f->count; i++) {
-        int known = 0;
-        for (int j = 0; j < 6; j++) known |= !strcmp(f->tensors[i].name, param_names[j]);
-        if (!known)
-            return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "unexpected tensor \"%s\" in a layer model file", f->tensors[i].name);
-    }
-    smoe_arena_init(&m->params, smoe_ctx_gpu(m->ctx), "parameters");
-    for (int i = 0; i < 6 && !st; i++)
-        st = smoe_arena_reserve(&m->params, shape_count(ndim[i], shape[i]) * 4, param_tensor(&m->t, i), err);
-    if (!st) st = smoe_arena_commit(&m->params, err);
+    const int64_t shapes[6][3] = {{d->d, d->n, d->p}, {1}, {d->n, d->h, d->d}, {d->n, d->h}, {d->n, d->d, d->h}, {d->n, d->d}};
+    const int ndims[6] = {3, 0, 3, 2, 3, 2};
+    const int decay[6] = {0, 0, 1, 0, 1, 0};
+    smoe_status st = SMOE_OK;
     for (int i = 0; i < 6 && !st; i++) {
-        smoe_tensor *t = param_tensor(&m->t, i);
-        float *tmp = malloc(t->bytes ? t->bytes : 4);
-        if (!tmp) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory loading \"%s\"", param_names[i]);
-        st = smoe_st_copy_f32(src[i], tmp, err);
-        if (!st) st = smoe_tensor_upload(t, 0, tmp, t->bytes, err);
-        free(tmp);
+        char name[96];
+        snprintf(name, sizeof name, "%s%s", prefix, param_names[i]);
+        st = smoe_model_add_param(m, name, ndims[i], shapes[i], decay[i], err);
     }
     return st;
+}
+
+/* Points the layer op's parameter and gradient tensors at six table entries from first. */
+void smoe_layer_bind_params(smoe_layer_tensors *t, const smoe_model *m, int first)
+{
+    const smoe_param *p = &m->params[first];
+    t->phi = p[0].value, t->scale = p[1].value, t->w1 = p[2].value, t->b1 = p[3].value, t->w2 = p[4].value,
+    t->b2 = p[5].value;
+    t->g_phi = p[0].grad, t->g_scale = p[1].grad, t->g_w1 = p[2].grad, t->g_b1 = p[3].grad, t->g_w2 = p[4].grad,
+    t->g_b2 = p[5].grad;
+}
+
+static smoe_status load_layer(smoe_model *m, const smoe_st_file *f, smoe_err *err)
+{
+    m->layer = calloc(1, sizeof *m->layer);
+    if (!m->layer) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    smoe_arena_init(&m->layer->work, smoe_ctx_gpu(m->ctx), "activations");
+    smoe_status st = layer_dims_from_file(f, &m->layer->dims, err);
+    if (!st) st = smoe_layer_add_params(m, &m->layer->dims, "", err);
+    if (!st) st = smoe_model_commit_params(m, err);
+    if (!st) st = smoe_model_read_params(m, f, NULL, err);
+    return st;
+}
+
+static void model_free(smoe_model *m)
+{
+    if (m->layer) {
+        layer_release_shape(m->layer);
+        free(m->layer);
+    }
+    if (m->vit) smoe_vit_destroy(m->vit);
+    smoe_arena_release(&m->opt_arena);
+    smoe_arena_release(&m->grad_arena);
+    smoe_arena_release(&m->param_arena);
+    free(m->params);
+    free(m);
+}
+
+void smoe_model_destroy_internal(smoe_model *m)
+{
+    if (!m) return;
+    smoe_ctx_remove_model(m->ctx, m);
+    model_free(m);
+}
+
+void smoe_model_free(smoe_model *m)
+{
+    smoe_model_destroy_internal(m);
+}
+
+smoe_model_kind smoe_model_get_kind(const smoe_model *m)
+{
+    return m->kind;
+}
+
+smoe_status smoe_model_new(smoe_context *ctx, smoe_model_kind kind, smoe_model **out, smoe_err *err)
+{
+    smoe_model *m = calloc(1, sizeof *m);
+    if (!m) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    m->ctx = ctx;
+    m->kind = kind;
+    smoe_arena_init(&m->param_arena, smoe_ctx_gpu(ctx), "parameters");
+    smoe_arena_init(&m->grad_arena, smoe_ctx_gpu(ctx), "gradients");
+    smoe_arena_init(&m->opt_arena, smoe_ctx_gpu(ctx), "optimizer state");
+    *out = m;
+    return SMOE_OK;
+}
+
+/* Registers a finished model with its context, or frees it on failure. */
+smoe_status smoe_model_finish(smoe_model *m, smoe_status st, smoe_model **out, smoe_err *err)
+{
+    if (!st && smoe_ctx_add_model(m->ctx, m)) st = smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    if (st) {
+        model_free(m);
+        return st;
+    }
+    *out = m;
+    return SMOE_OK;
 }
 
 static smoe_status load(smoe_context *ctx, const smoe_st_file *f, smoe_model **out, smoe_err *err)
@@ -155,25 +275,14 @@ static smoe_status load(smoe_context *ctx, const smoe_st_file *f, smoe_model **o
     const char *kind = smoe_st_get_meta(f, "softmoe.kind");
     if (!kind)
         return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "the file has no \"softmoe.kind\" in its metadata (expected \"layer\" or \"vit\")");
-    if (!strcmp(kind, "vit"))
-        return smoe_fail(err, SMOE_ERROR_UNSUPPORTED, "ViT model files are not supported by this version of softmoe yet");
-    if (strcmp(kind, "layer"))
+    int is_layer = !strcmp(kind, "layer"), is_vit = !strcmp(kind, "vit");
+    if (!is_layer && !is_vit)
         return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "unknown model kind \"%s\" (expected \"layer\" or \"vit\")", kind);
-    smoe_model *m = calloc(1, sizeof *m);
-    if (!m) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    m->ctx = ctx;
-    m->kind = SMOE_MODEL_LAYER;
-    smoe_arena_init(&m->params, smoe_ctx_gpu(ctx), "parameters");
-    smoe_arena_init(&m->work, smoe_ctx_gpu(ctx), "activations");
-    smoe_status st = load_layer(m, f, err);
-    if (!st) st = smoe_ctx_add_model(ctx, m) ? smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory") : SMOE_OK;
-    if (st) {
-        smoe_arena_release(&m->params);
-        free(m);
-        return st;
-    }
-    *out = m;
-    return SMOE_OK;
+    smoe_model *m;
+    smoe_status st = smoe_model_new(ctx, is_layer ? SMOE_MODEL_LAYER : SMOE_MODEL_VIT, &m, err);
+    if (st) return st;
+    st = is_layer ? load_layer(m, f, err) : smoe_vit_load(m, f, err);
+    return smoe_model_finish(m, st, out, err);
 }
 
 static smoe_status check_ctx(smoe_context *ctx, smoe_model **out)
@@ -219,10 +328,10 @@ smoe_status smoe_model_load_memory(smoe_context *ctx, const void *data, size_t s
 smoe_status smoe_layer_get_shape(const smoe_model *m, smoe_layer_shape *s)
 {
     if (!m || !s || m->kind != SMOE_MODEL_LAYER) return SMOE_ERROR_INVALID_ARGUMENT;
-    s->d = m->dims.d;
-    s->n = m->dims.n;
-    s->p = m->dims.p;
-    s->h = m->dims.h;
+    s->d = m->layer->dims.d;
+    s->n = m->layer->dims.n;
+    s->p = m->layer->dims.p;
+    s->h = m->layer->dims.h;
     return SMOE_OK;
 }
 
@@ -231,64 +340,70 @@ smoe_status smoe_layer_get_shape(const smoe_model *m, smoe_layer_shape *s)
 /* Makes the work arena (and, on Vulkan, the recorded programs) fit shape (b, m). */
 static smoe_status ensure_shape(smoe_model *md, int b, int m, int backward, smoe_err *err)
 {
-    if (md->shape_b == b && md->shape_m == m && md->shape_backward >= backward && md->work.committed) return SMOE_OK;
-    release_shape(md);
-    md->dims.b = b;
-    md->dims.m = m;
-    smoe_arena *a = &md->work;
-    uint64_t io = (uint64_t)b * m * md->dims.d * 4;
+    smoe_layer_model *lm = md->layer;
+    if (lm->shape_b == b && lm->shape_m == m && lm->shape_backward >= backward && lm->work.committed) return SMOE_OK;
+    if (backward) {
+        smoe_status st = smoe_model_ensure_grads(md, err);
+        if (st) return st;
+    }
+    layer_release_shape(lm);
+    lm->dims.b = b;
+    lm->dims.m = m;
+    smoe_arena *a = &lm->work;
+    uint64_t io = (uint64_t)b * m * lm->dims.d * 4;
     smoe_status st = SMOE_OK;
-    smoe_layer_tensors *t = &md->t;
+    smoe_layer_tensors *t = &lm->t;
+    smoe_layer_bind_params(t, md, 0);
     if (!st) st = smoe_arena_reserve(a, io, &t->x, err);
     if (!st) st = smoe_arena_reserve(a, io, &t->y, err);
     if (backward) {
         if (!st) st = smoe_arena_reserve(a, io, &t->dy, err);
         if (!st) st = smoe_arena_reserve(a, io, &t->dx, err);
-        for (int i = 0; i < 6 && !st; i++) st = smoe_arena_reserve(a, param_tensor(t, i)->bytes, grad_tensor(t, i), err);
     }
-    if (!st) st = smoe_layer_reserve(t, &md->dims, a, backward, err);
+    if (!st) st = smoe_layer_reserve(t, &lm->dims, a, backward, err);
     if (!st) st = smoe_arena_commit(a, err);
     if (st) {
-        release_shape(md);
+        layer_release_shape(lm);
         return smoe_fail_prefix(err, st, "batch %d x %d tokens", b, m);
     }
-    md->shape_b = b;
-    md->shape_m = m;
-    md->shape_backward = backward;
+    lm->shape_b = b;
+    lm->shape_m = m;
+    lm->shape_backward = backward;
     return SMOE_OK;
 }
 
 /* The layer's work as ops: run now on the CPU path, recorded once on Vulkan. */
-static smoe_status layer_ops(smoe_exec *ex, smoe_model *md, int backward, smoe_err *err)
+static smoe_status layer_ops(smoe_exec *ex, smoe_layer_model *lm, int backward, smoe_err *err)
 {
-    smoe_status st = smoe_op_softmoe_forward(ex, &md->t, &md->dims, err);
-    if (!st && backward) st = smoe_op_softmoe_backward(ex, &md->t, &md->dims, err);
+    smoe_status st = smoe_op_softmoe_forward(ex, &lm->t, &lm->dims, err);
+    if (!st && backward) st = smoe_op_softmoe_backward(ex, &lm->t, &lm->dims, err);
     return st;
 }
 
 /* Runs the layer's ops: on Vulkan, records them into a program the first time, then replays it. */
-static smoe_status execute(smoe_model *md, int backward, smoe_err *err)
+static smoe_status execute(smoe_layer_model *lm, int backward, smoe_err *err)
 {
-    if (!md->work.gpu) {
+    if (!lm->work.gpu) {
         smoe_exec ex = {NULL, NULL};
-        return layer_ops(&ex, md, backward, err);
+        return layer_ops(&ex, lm, backward, err);
     }
-    smoe_program *p = backward ? &md->forward_backward : &md->forward;
-    int *have = backward ? &md->have_forward_backward : &md->have_forward;
-    if (*have) return smoe_program_run(p, err);
-    smoe_status st = smoe_program_begin(md->work.gpu, p, err);
-    smoe_exec ex = {md->work.gpu, p};
-    if (!st) st = layer_ops(&ex, md, backward, err);
-    if (!st) st = smoe_program_end(p, err);
-    if (st) {
-        smoe_program_destroy(p);
-        return st;
+    smoe_program *p = backward ? &lm->forward_backward : &lm->forward;
+    int *have = backward ? &lm->have_forward_backward : &lm->have_forward;
+    if (!*have) {
+        smoe_status st = smoe_program_begin(lm->work.gpu, p, err);
+        smoe_exec ex = {lm->work.gpu, p};
+        if (!st) st = layer_ops(&ex, lm, backward, err);
+        if (!st) st = smoe_program_end(p, err);
+        if (st) {
+            smoe_program_destroy(p);
+            return st;
+        }
+        *have = 1;
     }
-    *have = 1;
     return smoe_program_run(p, err);
 }
 
-static smoe_status check_finite(const float *v, size_t n, const char *name, smoe_err *err)
+smoe_status smoe_check_finite(const float *v, size_t n, const char *name, smoe_err *err)
 {
     for (size_t i = 0; i < n; i++)
         if (!isfinite(v[i]))
@@ -305,21 +420,22 @@ static smoe_status run_layer(smoe_model *md, int b, int m, const float *x, const
     if (b < 1 || m < 1 || b > (1 << 24) || m > (1 << 24))
         return smoe_ctx_fail(ctx, SMOE_ERROR_INVALID_ARGUMENT, "batch %d and tokens %d must be at least 1", b, m);
     if (!x || !y) return smoe_ctx_fail(ctx, SMOE_ERROR_INVALID_ARGUMENT, "x and y must not be NULL");
+    smoe_layer_model *lm = md->layer;
     int backward = dy != NULL;
-    size_t io = (size_t)b * m * md->dims.d;
+    size_t io = (size_t)b * m * lm->dims.d;
     smoe_err err = {{0}};
-    smoe_status st = check_finite(x, io, "x", &err);
-    if (!st && backward) st = check_finite(dy, io, "dy", &err);
+    smoe_status st = smoe_check_finite(x, io, "x", &err);
+    if (!st && backward) st = smoe_check_finite(dy, io, "dy", &err);
     if (!st) st = ensure_shape(md, b, m, backward, &err);
     if (st) return smoe_ctx_error(ctx, st, &err);
-    smoe_layer_tensors *t = &md->t;
+    smoe_layer_tensors *t = &lm->t;
     st = smoe_tensor_upload(&t->x, 0, x, io * 4, &err);
     if (!st && backward) st = smoe_tensor_upload(&t->dy, 0, dy, io * 4, &err);
-    if (!st) st = execute(md, backward, &err);
+    if (!st) st = execute(lm, backward, &err);
     if (!st) st = smoe_tensor_download(&t->y, 0, y, io * 4, &err);
     if (!st && backward && dx) st = smoe_tensor_download(&t->dx, 0, dx, io * 4, &err);
     for (int i = 0; i < 6 && !st && backward; i++)
-        if (grads && grads[i]) st = smoe_tensor_download(grad_tensor(t, i), 0, grads[i], grad_tensor(t, i)->bytes, &err);
+        if (grads && grads[i]) st = smoe_tensor_download(&md->params[i].grad, 0, grads[i], md->params[i].count * 4, &err);
     return smoe_ctx_error(ctx, st, &err);
 }
 

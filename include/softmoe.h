@@ -142,6 +142,13 @@ SMOE_API smoe_status smoe_context_open_device(smoe_context *ctx, const char *spe
 /* The opened device and why it was chosen (a sentence owned by ctx). */
 SMOE_API smoe_status smoe_context_device(smoe_context *ctx, smoe_device_info *info, const char **reason);
 
+/* The value of OPENBLAS_CORETYPE that would make OpenBLAS use this CPU's vector units, when the
+ * OpenBLAS in use did not recognise the CPU and fell back to generic kernels (about 10x slower on
+ * the CPU path); NULL when all is well. OpenBLAS reads it only at load time, so an application
+ * sets it in the environment before starting (softmoe's command re-executes itself with it).
+ * Opening the "cpu" device also logs this as a warning. Thread-safe. */
+SMOE_API const char *smoe_cpu_blas_coretype_hint(void);
+
 /* ---- Models ------------------------------------------------------------------------------ */
 
 typedef struct smoe_model smoe_model;
@@ -177,6 +184,73 @@ SMOE_API const char *smoe_layer_param_name(int i);
 SMOE_API smoe_status smoe_layer_forward_backward(smoe_model *model, int b, int m, const float *x,
                                                  const float *dy, float *y, float *dx,
                                                  float *const grads[SMOE_LAYER_PARAM_COUNT]);
+
+/* ---- Parameters of any model ------------------------------------------------------------ */
+
+typedef struct smoe_param_info {
+    const char *name; /* SPEC tensor name, owned by the model */
+    int ndim;
+    int64_t shape[4];
+    size_t count;     /* number of floats */
+} smoe_param_info;
+
+SMOE_API int smoe_model_param_count(const smoe_model *model);
+SMOE_API smoe_status smoe_model_param_info(const smoe_model *model, int i, smoe_param_info *info);
+/* Copies parameter i (or, after a backward pass, its gradient) out as float32. */
+SMOE_API smoe_status smoe_model_get_param(smoe_model *model, int i, float *out);
+SMOE_API smoe_status smoe_model_get_grad(smoe_model *model, int i, float *out);
+
+/* ---- The Soft MoE ViT (SPEC section 2) ----------------------------------------------------- */
+
+typedef struct smoe_vit_config {
+    int image_size, patch_size, channels, dim, depth, heads, mlp_dim;
+    int moe_layers[64]; /* block indices that use Soft MoE instead of the dense MLP */
+    int moe_count;
+    int experts, slots_per_expert, num_classes;
+} smoe_vit_config;
+
+/* Parses the JSON of "softmoe.config" (SPEC section 3), checking every value. */
+SMOE_API smoe_status smoe_vit_config_parse(smoe_context *ctx, const char *json, smoe_vit_config *config);
+/* A freshly initialised ViT (SPEC initialisation) on the context's device, from a seed. */
+SMOE_API smoe_status smoe_vit_create(smoe_context *ctx, const smoe_vit_config *config, uint64_t seed,
+                                     smoe_model **out);
+SMOE_API smoe_status smoe_vit_get_config(const smoe_model *model, smoe_vit_config *config);
+
+/* logits[b, classes] for images[b, channels, size, size] (pixels scaled to [0, 1] for the
+ * shipped Fashion-MNIST model). Smaller batches reuse the work buffers of the largest seen. */
+SMOE_API smoe_status smoe_vit_infer(smoe_model *model, int b, const float *images, float *logits);
+
+/* Forward and backward on a labelled batch: the mean softmax cross-entropy in *loss, the logits
+ * (may be NULL), and every parameter's gradient (smoe_model_get_grad). Parameters unchanged. */
+SMOE_API smoe_status smoe_vit_loss_grads(smoe_model *model, int b, const float *images, const int32_t *labels,
+                                         float *loss, float *logits);
+
+typedef struct smoe_train_config {
+    float lr;            /* peak learning rate */
+    float min_lr;        /* the cosine decays to this */
+    int warmup_steps;    /* linear warmup from 0 */
+    int total_steps;     /* warmup + cosine decay length */
+    float weight_decay;  /* AdamW, decoupled; none on biases, norms, phi, scale and pos_embed */
+    float beta1, beta2, eps;
+    float clip_norm;     /* global gradient-norm clipping; <= 0: off */
+} smoe_train_config;
+
+/* Default AdamW settings (0.9, 0.999, 1e-8, clipping at 1). */
+SMOE_API void smoe_train_config_default(smoe_train_config *cfg);
+/* The learning rate of step t (1-based) under cfg: linear warmup, then cosine decay. */
+SMOE_API float smoe_train_lr(const smoe_train_config *cfg, long step);
+
+/* One training step (forward, backward, clipping, AdamW) on a labelled batch of size b. On the
+ * Vulkan path the whole step is one command buffer recorded on first use and replayed; per step
+ * only the batch and {step, lr} go up and the loss and logits come down. The step counter is kept
+ * by the model (smoe_model_train_step_count). logits may be NULL. */
+SMOE_API smoe_status smoe_vit_train_step(smoe_model *model, const smoe_train_config *cfg, int b, const float *images,
+                                         const int32_t *labels, float *loss, float *logits);
+SMOE_API long smoe_model_train_step_count(const smoe_model *model);
+
+/* Saves the model as SPEC safetensors, atomically (temp file, fsync, rename). With
+ * with_optimizer, the AdamW moments and the step count are saved too (a checkpoint to resume). */
+SMOE_API smoe_status smoe_model_save(smoe_model *model, const char *path, int with_optimizer);
 
 #ifdef __cplusplus
 }

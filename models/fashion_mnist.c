@@ -78,17 +78,28 @@ static smoe_status gz_close(gz_in *in, smoe_err *err)
                      in->path, r);
 }
 
+/* gzerror's text without the "<fd:N>: " that zlib puts first for a gzdopen'ed file. */
+static const char *gz_message(gzFile gz, int *zerr)
+{
+    const char *m = gzerror(gz, zerr);
+    if (!m || !*m) return "unknown zlib error";
+    if (strncmp(m, "<fd:", 4) == 0) {
+        const char *c = strstr(m, ": ");
+        if (c && c[2]) return c + 2;
+    }
+    return m;
+}
+
 /* The status for a failed gzread: an I/O error or a corrupt stream. */
 static smoe_status gz_read_error(gz_in *in, smoe_err *err)
 {
     int e = errno, zerr = Z_OK;
-    const char *m = gzerror(in->gz, &zerr);
+    const char *m = gz_message(in->gz, &zerr);
     if (zerr == Z_ERRNO)
         return smoe_fail(err, SMOE_ERROR_IO, "cannot read \"%s\": %s", in->path, strerror(e));
     if (zerr == Z_MEM_ERROR)
         return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "\"%s\": zlib is out of memory", in->path);
-    return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "\"%s\": corrupt gzip stream (%s)", in->path,
-                     m && *m ? m : "unknown zlib error");
+    return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "\"%s\": corrupt gzip stream (%s)", in->path, m);
 }
 
 /* Reads up to n bytes; *got is how many came before the end of the stream. */
@@ -182,11 +193,11 @@ static smoe_status read_payload(gz_in *in, size_t n, uint8_t **out, smoe_err *er
                          in->path, n);
     }
     int zerr = Z_OK;
-    const char *m = gzerror(in->gz, &zerr);
+    const char *m = gz_message(in->gz, &zerr);
     if (zerr != Z_OK) {
         free(buf);
         return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "\"%s\": corrupt or cut gzip stream (%s)",
-                         in->path, m && *m ? m : "unknown zlib error");
+                         in->path, m);
     }
     *out = buf;
     return SMOE_OK;

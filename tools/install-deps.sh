@@ -3,7 +3,7 @@
 # when not run as root.
 set -eu
 PKGS="build-essential cmake pkg-config libvulkan-dev libvulkan-volk-dev glslang-tools mesa-vulkan-drivers
-vulkan-validationlayers spirv-tools libopenblas-dev libcjson-dev libstb-dev zlib1g-dev dataset-fashion-mnist"
+vulkan-validationlayers spirv-tools libopenblas-dev libopenblas-openmp-dev libcjson-dev libstb-dev zlib1g-dev dataset-fashion-mnist"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 missing=""

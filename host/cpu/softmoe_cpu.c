@@ -28,7 +28,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__GNUC__)
+/* The AVX-512 kernels are chosen at run time; -DSMOE_CPU_NO_AVX512 leaves them out (cblas only). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(SMOE_CPU_NO_AVX512)
 #include <immintrin.h>
 #define SMOE_HAVE_AVX512_KERNEL 1
 #else
@@ -38,16 +39,6 @@
 /* ---------------------------------------------------------------------------------------- */
 /* GEMM                                                                                      */
 /* ---------------------------------------------------------------------------------------- */
-
-/* Register tile MR x NR, cache blocks MC x KC (A) and KC x NC (B). */
-#define MR 8
-#define NR 32
-#define KC 256
-#define MC 512
-#define NC 2048
-#define PACK_FLOATS ((size_t)MC * KC + (size_t)KC * NC)
-#define PF_ROWS 24   /* prefetch distance (in rows of B) when B is read in place */
-#define DOT_MAX_M 32 /* A Bᵀ with at most this many rows uses the dot-product kernel */
 
 /* One operand of a batch of GEMMs: item g is the matrix at p + g*stride, with leading
  * dimension ld, used transposed when trans is set. */
@@ -62,74 +53,56 @@ static operand mat_t(const float *p, int ld, size_t stride) { return (operand){p
 
 enum {
     MM_ACCUMULATE = 1, /* C += op(A) op(B) instead of C = op(A) op(B) */
-    MM_STREAM = 2      /* C is written once and not read soon: bypass the cache where possible */
+    MM_STREAM = 2,     /* C is written once and not read soon: bypass the cache where possible */
+    TILE_PREFETCH = 4  /* (internal) B is read in place with rows far apart: prefetch ahead */
 };
+
+/* Register tile MR x NR; cache blocks MC x KC of A and KC x NC of B (packed GEMM). */
+#define MR 8
+#define NR 32
+#define KC 256
+#define MC 512
+#define NC 2048
+#define PACK_FLOATS ((size_t)MC * KC + (size_t)KC * NC)
+#define PF_ROWS 24     /* prefetch distance in rows of B, with TILE_PREFETCH */
+#define DOT_MAX_M 32   /* A Bᵀ with at most this many rows: mm_dot */
+#define DIRECT_MAX_M 16 /* A B with at most this many rows ... */
+#define DIRECT_MAX_K 32 /* ... or this short an inner dimension: mm_direct */
+#define DIRECT_KB 16   /* mm_direct: rows of B swept together */
+#define DOT_R 8        /* dot_tile: rows of A ... */
+#define DOT_J 3        /* ... and of Bᵀ per tile */
 
 #if SMOE_HAVE_AVX512_KERNEL
 
-/* dst[k*MR + i] = op(A)[i0 + i][k0 + k] for i < mr, k < kc; rows mr..MR-1 are zero. */
-static void pack_a(operand A, const float *a, int i0, int mr, int k0, int kc, float *dst)
-{
-    if (A.trans) { /* op(A)[i][k] = a[k*ld + i] */
-        for (int k = 0; k < kc; k++) {
-            const float *src = a + (size_t)(k0 + k) * A.ld + i0;
-            for (int i = 0; i < mr; i++) dst[k * MR + i] = src[i];
-            for (int i = mr; i < MR; i++) dst[k * MR + i] = 0.0f;
-        }
-    } else { /* op(A)[i][k] = a[i*ld + k] */
-        for (int i = 0; i < mr; i++) {
-            const float *src = a + (size_t)(i0 + i) * A.ld + k0;
-            for (int k = 0; k < kc; k++) dst[k * MR + i] = src[k];
-        }
-        for (int i = mr; i < MR; i++)
-            for (int k = 0; k < kc; k++) dst[k * MR + i] = 0.0f;
-    }
-}
-
-/* dst[k*NR + j] = op(B)[k0 + k][j0 + j] for k < kc, j < nr; columns nr..NR-1 are zero. */
-static void pack_b(operand B, const float *b, int k0, int kc, int j0, int nr, float *dst)
-{
-    if (B.trans) { /* op(B)[k][j] = b[j*ld + k] */
-        for (int j = 0; j < nr; j++) {
-            const float *src = b + (size_t)(j0 + j) * B.ld + k0;
-            for (int k = 0; k < kc; k++) dst[k * NR + j] = src[k];
-        }
-        for (int j = nr; j < NR; j++)
-            for (int k = 0; k < kc; k++) dst[k * NR + j] = 0.0f;
-    } else { /* op(B)[k][j] = b[k*ld + j] */
-        for (int k = 0; k < kc; k++) {
-            const float *src = b + (size_t)(k0 + k) * B.ld + j0;
-            for (int j = 0; j < nr; j++) dst[k * NR + j] = src[j];
-            for (int j = nr; j < NR; j++) dst[k * NR + j] = 0.0f;
-        }
-    }
-}
-
-/* The mr x nr corner (mr <= MR, nr <= NR) of the tile c (leading dimension ldc) = (or +=) the
- * product of the packed panel a [kc][MR] and the panel b [kc][NR], row k at b + k*ldb: either
- * packed (ldb = NR) or read in place from a row-major matrix. */
-__attribute__((target("avx512f"))) static void tile_avx512(int kc, const float *a,
-                                                           const float *b, int ldb, float *c,
-                                                           int ldc, int mr, int nr, int flags)
+/* The mr x nr corner (mr <= MR, nr <= NR) of the tile c (leading dimension ldc) = (or +=)
+ * op(A) op(B) over kc, where op(A)[i][k] = a[i*ai + k*ak] (a packed panel has ai = 1,
+ * ak = MR) and op(B)[k][j] = b[k*ldb + j] (a packed panel has ldb = NR). */
+__attribute__((target("avx512f"))) static void tile_avx512(int kc, const float *a, int ai,
+                                                           int ak, const float *b, int ldb,
+                                                           float *c, int ldc, int mr, int nr,
+                                                           int flags)
 {
     const __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1);
     const __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : (1u << (nr - 16)) - 1);
+    const float *ar[MR]; /* rows past mr repeat row 0; their results are dropped */
+    for (int i = 0; i < MR; i++) ar[i] = a + (size_t)(i < mr ? i : 0) * ai;
     __m512 c0[MR], c1[MR];
 #pragma GCC unroll 8
     for (int i = 0; i < MR; i++) c0[i] = c1[i] = _mm512_setzero_ps();
     for (int k = 0; k < kc; k++) {
         const float *bk = b + (size_t)k * ldb;
-        if (ldb != NR) { /* B in place: its rows are far apart, fetch PF_ROWS rows ahead */
+        if (flags & TILE_PREFETCH) {
             const uintptr_t ahead = (uintptr_t)bk + (uintptr_t)PF_ROWS * ldb * sizeof(float);
             _mm_prefetch((const char *)ahead, _MM_HINT_T0);
             _mm_prefetch((const char *)(ahead + 64), _MM_HINT_T0);
         }
         const __m512 b0 = _mm512_maskz_loadu_ps(m0, bk), b1 = _mm512_maskz_loadu_ps(m1, bk + 16);
+        const size_t kk = (size_t)k * ak;
 #pragma GCC unroll 8
         for (int i = 0; i < MR; i++) {
-            const __m512 ai = _mm512_set1_ps(a[k * MR + i]);
-            c0[i] = _mm512_fmadd_ps(ai, b0, c0[i]);
-            c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);
+            const __m512 av = _mm512_set1_ps(ar[i][kk]);
+            c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
+            c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
         }
     }
     const int stream = (flags & MM_STREAM) && nr == NR && (uintptr_t)c % 64 == 0 && ldc % 16 == 0;
@@ -151,70 +124,13 @@ __attribute__((target("avx512f"))) static void tile_avx512(int kc, const float *
     }
 }
 
-/* C_g = (or +=) op(A_g) op(B_g) for g < count, each M x N with inner size K. pack: PACK_FLOATS
- * of workspace. All threads pack the panels of one block together, then compute its tiles.
- * An untransposed B is read in place (its rows are already the NR-wide panels). */
-static void mm_packed(int count, int M, int N, int K, operand A, operand B, float *C, int ldc,
-                      size_t stride_c, int flags, float *pack)
-{
-    float *pa = pack, *pb = pack + (size_t)MC * KC;
-    const int nkb = (K + KC - 1) / KC, kstep = (K + nkb - 1) / nkb; /* even K blocks */
-    const int pack_b_needed = B.trans;
-    if (nkb > 1) flags &= ~MM_STREAM; /* C is read again for the next K block */
-#pragma omp parallel
-    for (int g = 0; g < count; g++) {
-        const float *a = A.p + g * A.stride, *b = B.p + g * B.stride;
-        float *cg = C + g * stride_c;
-        for (int k0 = 0; k0 < K; k0 += kstep) {
-            const int kc = K - k0 < kstep ? K - k0 : kstep;
-            const int fl = k0 > 0 ? flags | MM_ACCUMULATE : flags;
-            for (int i0 = 0; i0 < M; i0 += MC) {
-                const int mc = M - i0 < MC ? M - i0 : MC, npa = (mc + MR - 1) / MR;
-                for (int j0 = 0; j0 < N; j0 += NC) {
-                    const int nc = N - j0 < NC ? N - j0 : NC, npb = (nc + NR - 1) / NR;
-                    const int npack_b = pack_b_needed ? npb : 0;
-                    const int npack = npack_b + (j0 == 0 ? npa : 0); /* A once per (k0, i0) */
-#pragma omp for schedule(static)
-                    for (int t = 0; t < npack; t++) {
-                        if (t < npack_b) {
-                            int jn = nc - t * NR < NR ? nc - t * NR : NR;
-                            pack_b(B, b, k0, kc, j0 + t * NR, jn, pb + (size_t)t * kc * NR);
-                        } else {
-                            int ip = t - npack_b, in = mc - ip * MR < MR ? mc - ip * MR : MR;
-                            pack_a(A, a, i0 + ip * MR, in, k0, kc, pa + (size_t)ip * kc * MR);
-                        }
-                    }
-#pragma omp for collapse(2) schedule(static)
-                    for (int jp = 0; jp < npb; jp++)
-                        for (int ip = 0; ip < npa; ip++) {
-                            const int in = mc - ip * MR < MR ? mc - ip * MR : MR;
-                            const int jn = nc - jp * NR < NR ? nc - jp * NR : NR;
-                            float *ct = cg + (size_t)(i0 + ip * MR) * ldc + j0 + jp * NR;
-                            const float *ap = pa + (size_t)ip * kc * MR;
-                            if (pack_b_needed)
-                                tile_avx512(kc, ap, pb + (size_t)jp * kc * NR, NR, ct, ldc, in, jn, fl);
-                            else
-                                tile_avx512(kc, ap, b + (size_t)k0 * B.ld + j0 + jp * NR, B.ld, ct,
-                                            ldc, in, jn, fl);
-                        }
-                }
-            }
-        }
-    }
-    if (flags & MM_STREAM) _mm_sfence();
-}
-
-/* Rows of A and of Bᵀ per dot_tile. */
-#define DOT_R 8
-#define DOT_J 3
-
 /* The mr x nj corner (mr <= DOT_R, nj <= DOT_J) of c = (or +=) A Btᵀ, with A [mr, K] and
  * Bt [nj, K] row-major (leading dimensions lda, ldb): dot products vectorised along K. */
 __attribute__((target("avx512f"))) static void dot_tile(int K, const float *a, int lda, int mr,
                                                         const float *bt, int ldb, int nj,
                                                         float *c, int ldc, int flags)
 {
-    const float *ar[DOT_R], *br[DOT_J];
+    const float *ar[DOT_R], *br[DOT_J]; /* rows past mr (nj) repeat row 0 */
     for (int i = 0; i < DOT_R; i++) ar[i] = a + (size_t)(i < mr ? i : 0) * lda;
     for (int j = 0; j < DOT_J; j++) br[j] = bt + (size_t)(j < nj ? j : 0) * ldb;
     __m512 acc[DOT_R][DOT_J];
@@ -251,9 +167,110 @@ __attribute__((target("avx512f"))) static void dot_tile(int K, const float *a, i
         }
 }
 
-/* C_g = (or +=) A_g B_gᵀ for g < count (A and B both row-major, contiguous along K): for few
- * rows of A (the per-expert X Wᵀ), where packing the whole transposed B would cost more than
- * the arithmetic. Each weight row is read once per DOT_R rows of A. */
+/* dst[k*MR + i] = op(A)[i0 + i][k0 + k] for i < mr, k < kc; rows mr..MR-1 are zero. */
+static void pack_a(operand A, const float *a, int i0, int mr, int k0, int kc, float *dst)
+{
+    for (int k = 0; k < kc; k++)
+        for (int i = 0; i < MR; i++)
+            dst[k * MR + i] = i >= mr      ? 0.0f
+                              : A.trans ? a[(size_t)(k0 + k) * A.ld + i0 + i]
+                                        : a[(size_t)(i0 + i) * A.ld + k0 + k];
+}
+
+/* dst[k*NR + j] = op(B)[k0 + k][j0 + j] for k < kc, j < nr, with B transposed (the only case
+ * packed: an untransposed B is read in place); columns nr..NR-1 are zero. */
+static void pack_bt(operand B, const float *b, int k0, int kc, int j0, int nr, float *dst)
+{
+    for (int j = 0; j < NR; j++) {
+        const float *src = b + (size_t)(j0 + (j < nr ? j : 0)) * B.ld + k0;
+        for (int k = 0; k < kc; k++) dst[k * NR + j] = j < nr ? src[k] : 0.0f;
+    }
+}
+
+/* C_g = (or +=) op(A_g) op(B_g), g < count, each M x N with inner size K: the general case.
+ * Per block of C, all threads first pack A (and a transposed B) into pack (PACK_FLOATS), then
+ * compute its tiles; an untransposed B is read in place. */
+static void mm_packed(int count, int M, int N, int K, operand A, operand B, float *C, int ldc,
+                      size_t stride_c, int flags, float *pack)
+{
+    float *pa = pack, *pb = pack + (size_t)MC * KC;
+    const int nkb = (K + KC - 1) / KC, kstep = (K + nkb - 1) / nkb; /* even K blocks */
+    if (nkb > 1) flags &= ~MM_STREAM; /* C is read again for the next K block */
+    if (!B.trans) flags |= TILE_PREFETCH;
+#pragma omp parallel
+    for (int g = 0; g < count; g++) {
+        const float *a = A.p + g * A.stride, *b = B.p + g * B.stride;
+        float *cg = C + g * stride_c;
+        for (int k0 = 0; k0 < K; k0 += kstep) {
+            const int kc = K - k0 < kstep ? K - k0 : kstep;
+            const int fl = k0 > 0 ? flags | MM_ACCUMULATE : flags;
+            for (int i0 = 0; i0 < M; i0 += MC) {
+                const int mc = M - i0 < MC ? M - i0 : MC, npa = (mc + MR - 1) / MR;
+                for (int j0 = 0; j0 < N; j0 += NC) {
+                    const int nc = N - j0 < NC ? N - j0 : NC, npb = (nc + NR - 1) / NR;
+                    const int npack_b = B.trans ? npb : 0;
+                    const int npack = npack_b + (j0 == 0 ? npa : 0); /* A once per (k0, i0) */
+#pragma omp for schedule(static)
+                    for (int t = 0; t < npack; t++) {
+                        if (t < npack_b) {
+                            const int jn = nc - t * NR < NR ? nc - t * NR : NR;
+                            pack_bt(B, b, k0, kc, j0 + t * NR, jn, pb + (size_t)t * kc * NR);
+                        } else {
+                            const int ip = t - npack_b, in = mc - ip * MR < MR ? mc - ip * MR : MR;
+                            pack_a(A, a, i0 + ip * MR, in, k0, kc, pa + (size_t)ip * kc * MR);
+                        }
+                    }
+#pragma omp for collapse(2) schedule(static)
+                    for (int jp = 0; jp < npb; jp++)
+                        for (int ip = 0; ip < npa; ip++) {
+                            const int in = mc - ip * MR < MR ? mc - ip * MR : MR;
+                            const int jn = nc - jp * NR < NR ? nc - jp * NR : NR;
+                            const float *ap = pa + (size_t)ip * kc * MR;
+                            const float *bp = B.trans ? pb + (size_t)jp * kc * NR
+                                                      : b + (size_t)k0 * B.ld + j0 + jp * NR;
+                            tile_avx512(kc, ap, 1, MR, bp, B.trans ? NR : B.ld,
+                                        cg + (size_t)(i0 + ip * MR) * ldc + j0 + jp * NR, ldc, in,
+                                        jn, fl);
+                        }
+                }
+            }
+        }
+    }
+    if (flags & MM_STREAM) _mm_sfence();
+}
+
+/* C_g = (or +=) op(A_g) B_g, B untransposed, with few rows (the per-expert G_Ỹ W2 and G_A W1)
+ * or a short inner dimension (the per-expert weight gradients G_Ỹᵀ H and G_Aᵀ X̃): nothing is
+ * packed and there are no barriers. Each thread takes whole items and sweeps B by DIRECT_KB
+ * full rows at a time, so that B is read once, in order. */
+static void mm_direct(int count, int M, int N, int K, operand A, operand B, float *C, int ldc,
+                      size_t stride_c, int flags)
+{
+    const int ai = A.trans ? 1 : A.ld, ak = A.trans ? A.ld : 1;
+    const int nch = count >= 8 ? 1 : (N + 511) / 512; /* split N when there are few items */
+    const int chunk = (N + nch - 1) / nch;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int g = 0; g < count; g++)
+        for (int ch = 0; ch < nch; ch++) {
+            const float *a = A.p + g * A.stride, *b = B.p + g * B.stride;
+            float *cg = C + g * stride_c;
+            const int j_end = (ch + 1) * chunk < N ? (ch + 1) * chunk : N;
+            for (int i0 = 0; i0 < M; i0 += MR)
+                for (int k0 = 0; k0 < K; k0 += DIRECT_KB) {
+                    const int kc = K - k0 < DIRECT_KB ? K - k0 : DIRECT_KB;
+                    const int fl = k0 > 0 ? (flags | MM_ACCUMULATE) & ~MM_STREAM : flags;
+                    for (int j0 = ch * chunk; j0 < j_end; j0 += NR)
+                        tile_avx512(kc, a + (size_t)i0 * ai + (size_t)k0 * ak, ai, ak,
+                                    b + (size_t)k0 * B.ld + j0, B.ld, cg + (size_t)i0 * ldc + j0,
+                                    ldc, M - i0 < MR ? M - i0 : MR, j_end - j0 < NR ? j_end - j0 : NR,
+                                    fl);
+                }
+        }
+}
+
+/* C_g = (or +=) A_g B_gᵀ (A and B both row-major, contiguous along K) with few rows of A (the
+ * per-expert X Wᵀ): packing the transposed weights would cost more than the arithmetic. Each
+ * weight row is read once per DOT_R rows of A, in order. */
 static void mm_dot(int count, int M, int N, int K, operand A, operand B, float *C, int ldc,
                    size_t stride_c, int flags)
 {
@@ -272,7 +289,7 @@ static void mm_dot(int count, int M, int N, int K, operand A, operand B, float *
 
 #endif /* SMOE_HAVE_AVX512_KERNEL */
 
-/* The batch of GEMMs C_g = (or +=) op(A_g) op(B_g), g < count; see mm_packed. */
+/* The batch of GEMMs C_g = (or +=) op(A_g) op(B_g), g < count. pack: PACK_FLOATS floats. */
 static void mm(int count, int M, int N, int K, operand A, operand B, float *C, int ldc,
                size_t stride_c, int flags, float *pack)
 {
@@ -280,6 +297,8 @@ static void mm(int count, int M, int N, int K, operand A, operand B, float *C, i
     if (__builtin_cpu_supports("avx512f")) {
         if (!A.trans && B.trans && M <= DOT_MAX_M)
             mm_dot(count, M, N, K, A, B, C, ldc, stride_c, flags);
+        else if (!B.trans && (M <= DIRECT_MAX_M || K <= DIRECT_MAX_K))
+            mm_direct(count, M, N, K, A, B, C, ldc, stride_c, flags);
         else
             mm_packed(count, M, N, K, A, B, C, ldc, stride_c, flags, pack);
         return;
@@ -364,49 +383,75 @@ size_t smoe_cpu_layer_workspace(const smoe_layer_dims *dims)
 /* Elementwise helpers                                                                       */
 /* ---------------------------------------------------------------------------------------- */
 
-/* e^x, relative error ~2 float ulps; branch-free so that loops over it vectorise. Round x/ln2 to
- * n with the 1.5*2^23 trick, e^r on r = x - n ln2 by its Taylor series, scale by 2^n through
- * the exponent bits. */
-static inline float exp_approx(float x)
+static inline uint32_t float_bits(float x)
 {
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    const float shifter = 12582912.0f; /* 1.5 * 2^23 */
-    float t = x * 1.44269504088896341f + shifter;
-    uint32_t n_bits;
-    memcpy(&n_bits, &t, sizeof n_bits);
-    const float n = t - shifter;
-    const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f; /* ln2 in two parts */
-    float e = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
-    uint32_t e_bits;
-    memcpy(&e_bits, &e, sizeof e_bits);
-    e_bits += (n_bits - 0x4B400000u) << 23; /* n_bits - bits(shifter) = n */
-    memcpy(&e, &e_bits, sizeof e);
-    return e;
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
 }
 
-/* tanh(u) = sign(u) (1 - 2/(e^{2|u|} + 1)); absolute error ~1e-7 (enough for GELU). */
-static inline float tanh_approx(float u)
+static inline float bits_float(uint32_t u)
 {
-    float au = fabsf(u);
-    au = au > 9.0f ? 9.0f : au; /* tanh(9) rounds to 1 */
-    const float t = 1.0f - 2.0f / (exp_approx(2.0f * au) + 1.0f);
-    return u < 0.0f ? -t : t;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* e^x for x in [-87, 88], relative error ~2 float ulps: n = round(x/ln2) with the 1.5*2^23
+ * trick, e^r on r = x - n ln2 by its Taylor series, times 2^n through the exponent bits.
+ * Branch-free, so that loops over it vectorise. */
+static inline float exp_core(float x)
+{
+    const float shifter = 12582912.0f; /* 1.5 * 2^23: t's low mantissa bits hold n */
+    const float t = x * 1.44269504088896341f + shifter;
+    const float n = t - shifter;
+    const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f; /* ln2 in two parts */
+    const float e = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
+    return bits_float(float_bits(e) + ((float_bits(t) - 0x4B400000u) << 23));
+}
+
+/* e^x for x <= 0, with x < -87 taken as -87 (e^-87 ~ 1.6e-38: nothing next to a softmax's
+ * largest term, 1). For x <= 0 a larger bit pattern is a more negative number, so the clamp is
+ * an integer min, which (unlike a float comparison) does not stop vectorisation. */
+static inline float exp_nonpositive(float x)
+{
+    const uint32_t u = float_bits(x), lim = 0xC2AE0000u; /* -87.0f */
+    return exp_core(bits_float(u > lim ? lim : u));
+}
+
+/* q(u) = 1 - |tanh(u)| = 2/(e^{2|u|} + 1), without the cancellation of 1 - tanh; |u| is taken
+ * <= 44 so that e^{2|u|} stays finite (q(44) ~ 1e-38). |u| is a bit operation and the clamp an
+ * integer min (for u >= 0 a larger bit pattern is a larger number), so loops vectorise. */
+static inline float tanh_q(float u)
+{
+    const uint32_t lim = 0x42300000u; /* 44.0f */
+    const uint32_t ab = float_bits(u) & 0x7FFFFFFFu;
+    return 2.0f / (exp_core(2.0f * bits_float(ab > lim ? lim : ab)) + 1.0f);
+}
+
+/* 1 + tanh(u) from q = tanh_q(u): q for u < 0, 2 - q otherwise (selected with bit masks). */
+static inline float one_plus_tanh(float u, float q)
+{
+    const uint32_t neg = 0u - (float_bits(u) >> 31); /* all ones when u < 0 */
+    return bits_float((float_bits(q) & neg) | (float_bits(2.0f - q) & ~neg));
 }
 
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 #define GELU_C 0.044715f
 
+/* gelu(a) = 0.5 a (1 + tanh(u)), u = sqrt(2/pi) (a + 0.044715 a^3) */
 static inline float gelu(float a)
 {
-    const float t = tanh_approx(GELU_K * (a + GELU_C * a * a * a));
-    return 0.5f * a * (1.0f + t);
+    const float u = GELU_K * (a + GELU_C * a * a * a);
+    return 0.5f * a * one_plus_tanh(u, tanh_q(u));
 }
 
+/* gelu'(a) = 0.5 (1 + tanh u) + 0.5 a (1 - tanh² u) du/da, with 1 - tanh² = q (2 - q) */
 static inline float gelu_grad(float a)
 {
-    const float t = tanh_approx(GELU_K * (a + GELU_C * a * a * a));
-    return 0.5f * (1.0f + t) + 0.5f * a * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * GELU_C * a * a);
+    const float u = GELU_K * (a + GELU_C * a * a * a), q = tanh_q(u);
+    return 0.5f * one_plus_tanh(u, q) +
+           0.5f * a * q * (2.0f - q) * GELU_K * (1.0f + 3.0f * GELU_C * a * a);
 }
 
 /* Columns of the [m, S] per-sequence matrices are processed in blocks of this many slots, so
@@ -504,11 +549,12 @@ void smoe_cpu_layer_forward(const smoe_layer_dims *dims, const smoe_layer_params
 #pragma omp simd reduction(max : mx)
         for (int j = 0; j < S; j++) {
             li[j] *= ri;
-            mx = fmaxf(mx, scale * li[j]);
+            const float v = scale * li[j];
+            mx = v > mx ? v : mx;
         }
 #pragma omp simd reduction(+ : sum)
         for (int j = 0; j < S; j++) {
-            ci[j] = exp_approx(scale * li[j] - mx);
+            ci[j] = exp_nonpositive(scale * li[j] - mx);
             sum += ci[j];
         }
         const float inv = 1.0f / sum;
@@ -528,11 +574,14 @@ void smoe_cpu_layer_forward(const smoe_layer_dims *dims, const smoe_layer_params
             for (int t = 0; t < nj; t++) mx[t] = -INFINITY, sum[t] = 0.0f;
             for (int i = 0; i < m; i++)
 #pragma omp simd
-                for (int t = 0; t < nj; t++) mx[t] = fmaxf(mx[t], scale * lb[(size_t)i * S + t]);
+                for (int t = 0; t < nj; t++) {
+                    const float v = scale * lb[(size_t)i * S + t];
+                    mx[t] = v > mx[t] ? v : mx[t];
+                }
             for (int i = 0; i < m; i++)
 #pragma omp simd
                 for (int t = 0; t < nj; t++) {
-                    const float e = exp_approx(scale * lb[(size_t)i * S + t] - mx[t]);
+                    const float e = exp_nonpositive(scale * lb[(size_t)i * S + t] - mx[t]);
                     db[(size_t)i * S + t] = e;
                     sum[t] += e;
                 }

@@ -171,22 +171,81 @@ void smoe_cpu_layernorm_backward(int rows, int d, const float *x, const float *g
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* exp                                                                                       */
+/* ---------------------------------------------------------------------------------------- */
+
+static inline uint32_t float_bits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+static inline float bits_float(uint32_t u)
+{
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* e^x for |x| <= 87, accurate to about 2 float ulps, and vectorisable (libm's expf and tanhf are
+ * not, and would dominate the softmax and GELU): x = n ln2 + r with |r| <= ln2/2 (n rounded with
+ * the 1.5 * 2^23 trick), a degree-6 Taylor polynomial for e^r, and n added to the exponent. */
+static inline float exp_core(float x)
+{
+    const float shifter = 12582912.0f; /* 1.5 * 2^23: t's low mantissa bits hold n */
+    const float t = x * 1.44269504088896341f + shifter;
+    const float n = t - shifter;
+    const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f; /* ln2 in two parts */
+    const float e = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
+    return bits_float(float_bits(e) + ((float_bits(t) - 0x4B400000u) << 23));
+}
+
+/* e^x with |x| clamped to 87 (e^-87 ~ 1.6e-38, e^87 ~ 6e37: both finite and normal). The clamp
+ * is an integer min on the magnitude bits: a float comparison would stop GCC vectorising. */
+static inline float exp_clamped(float x)
+{
+    const uint32_t u = float_bits(x), sign = u & 0x80000000u, mag = u & 0x7FFFFFFFu, lim = 0x42AE0000u; /* 87.0f */
+    return exp_core(bits_float(sign | (mag > lim ? lim : mag)));
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* Attention                                                                                 */
 /* ---------------------------------------------------------------------------------------- */
 
-static inline float dot(int n, const float *a, const float *b)
+/* The products of one (image, head) pair are T x T x hd with T and hd small (49 and 32 for the
+ * small ViT), so they are done in blocks of 4 x 4 (query rows x key rows): four independent dot
+ * products per pass over hd (one would be bound by the latency of its single accumulator), and
+ * one read-modify-write of an hd-vector per four terms instead of one per term. Blocks at the
+ * edge (T not a multiple of 4) repeat the last row with zero weight. */
+#define AB 4
+
+/* out[c] = x . y_c, c < 4 */
+static inline void dot4(int n, const float *x, const float *y0, const float *y1, const float *y2, const float *y3,
+                        float *out)
 {
-    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-    for (int k = 0; k < n; k++) s += a[k] * b[k];
-    return s;
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+    for (int k = 0; k < n; k++) {
+        const float xk = x[k];
+        s0 += xk * y0[k];
+        s1 += xk * y1[k];
+        s2 += xk * y2[k];
+        s3 += xk * y3[k];
+    }
+    out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
 }
 
-static inline void axpy(int n, float alpha, const float *x, float *y)
+/* y += sum_c w[c] x_c, c < 4 */
+static inline void axpy4(int n, const float *w, const float *x0, const float *x1, const float *x2, const float *x3,
+                         float *y)
 {
+    const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
 #pragma omp simd
-    for (int k = 0; k < n; k++) y[k] += alpha * x[k];
+    for (int k = 0; k < n; k++) y[k] += w0 * x0[k] + w1 * x1[k] + w2 * x2[k] + w3 * x3[k];
 }
+
+static inline int imin(int a, int b) { return a < b ? a : b; }
 
 void smoe_cpu_attention_forward(int b, int T, int dim, int heads, const float *qkv, float *att, float *out)
 {
@@ -200,31 +259,45 @@ void smoe_cpu_attention_forward(int b, int T, int dim, int heads, const float *q
             for (int i = 0; i < T; i++) {
                 const float *qi = q + (size_t)i * ld;
                 float *ai = a + (size_t)i * T;
-                float mx = -INFINITY, sum = 0.0f;
-                for (int j = 0; j < T; j++) {
-                    ai[j] = scale * dot(hd, qi, k + (size_t)j * ld);
-                    mx = fmaxf(mx, ai[j]);
+                /* scores, four keys at a time (the last block repeats key T-1) */
+                for (int j0 = 0; j0 < T; j0 += AB) {
+                    const float *kc[AB];
+                    float s[AB];
+                    for (int c = 0; c < AB; c++) kc[c] = k + (size_t)imin(j0 + c, T - 1) * ld;
+                    dot4(hd, qi, kc[0], kc[1], kc[2], kc[3], s);
+                    for (int c = 0; c < AB && j0 + c < T; c++) ai[j0 + c] = scale * s[c];
                 }
+                float mx = -INFINITY, sum = 0.0f;
+                for (int j = 0; j < T; j++) mx = fmaxf(mx, ai[j]);
+#pragma omp simd reduction(+ : sum)
                 for (int j = 0; j < T; j++) {
-                    ai[j] = expf(ai[j] - mx);
+                    ai[j] = exp_clamped(ai[j] - mx);
                     sum += ai[j];
                 }
                 const float inv = 1.0f / sum;
+#pragma omp simd
+                for (int j = 0; j < T; j++) ai[j] *= inv;
+                /* out_i = sum_j P_ij V_j */
                 float *oi = out + ((size_t)bi * T + i) * dim + (size_t)h * hd;
                 for (int t = 0; t < hd; t++) oi[t] = 0.0f;
-                for (int j = 0; j < T; j++) {
-                    ai[j] *= inv;
-                    axpy(hd, ai[j], v + (size_t)j * ld, oi);
+                for (int j0 = 0; j0 < T; j0 += AB) {
+                    const float *vc[AB];
+                    float w[AB];
+                    for (int c = 0; c < AB; c++) {
+                        vc[c] = v + (size_t)imin(j0 + c, T - 1) * ld;
+                        w[c] = j0 + c < T ? ai[j0 + c] : 0.0f;
+                    }
+                    axpy4(hd, w, vc[0], vc[1], vc[2], vc[3], oi);
                 }
             }
         }
 }
 
-/* Per (image, head), with P = att, O = P V:
- *   dV = P^T dO;  dP = dO V^T;  dS = P ⊙ (dP - rowsum(P ⊙ dP));  dQ = dS K s;  dK = dS^T Q s
- * (s = 1/sqrt(hd)). rowsum(P ⊙ dP)_i = dO_i · O_i, so each row first rebuilds O_i = sum_j P_ij V_j
- * in its dQ_i slot of dqkv (hd floats that are overwritten next), and then one pass over j does
- * dP_ij, dS_ij and all three accumulations: no T x T (or even T) scratch. */
+/* Per (image, head), with P = att, O = P V, s = 1/sqrt(hd):
+ *   dV = P^T dO;  dP = dO V^T;  dS = P ⊙ (dP - rowsum(P ⊙ dP));  dQ = dS K s;  dK = dS^T Q s.
+ * rowsum(P ⊙ dP)_i = dO_i · O_i: each block of rows first rebuilds O_i = sum_j P_ij V_j in its dQ_i
+ * slot of dqkv (hd floats that are cleared right after), so that dS is formed block by block
+ * without a T x T (or even T) scratch. */
 void smoe_cpu_attention_backward(int b, int T, int dim, int heads, const float *qkv, const float *att,
                                  const float *dout, float *dqkv)
 {
@@ -235,24 +308,69 @@ void smoe_cpu_attention_backward(int b, int T, int dim, int heads, const float *
         for (int h = 0; h < heads; h++) {
             const size_t base = (size_t)bi * T * ld + (size_t)h * hd;
             const float *q = qkv + base, *k = q + dim, *v = q + 2 * dim;
+            const float *dO = dout + (size_t)bi * T * dim + (size_t)h * hd;
             float *dq = dqkv + base, *dk = dq + dim, *dv = dq + 2 * dim;
             const float *a = att + ((size_t)bi * heads + h) * T * T;
             for (int j = 0; j < T; j++)
-                for (int t = 0; t < hd; t++) dk[(size_t)j * ld + t] = dv[(size_t)j * ld + t] = 0.0f;
-            for (int i = 0; i < T; i++) {
-                const float *ai = a + (size_t)i * T, *qi = q + (size_t)i * ld;
-                const float *doi = dout + ((size_t)bi * T + i) * dim + (size_t)h * hd;
-                float *dqi = dq + (size_t)i * ld;
-                for (int t = 0; t < hd; t++) dqi[t] = 0.0f;
-                for (int j = 0; j < T; j++) axpy(hd, ai[j], v + (size_t)j * ld, dqi); /* O_i */
-                const float rs = dot(hd, doi, dqi);
-                for (int t = 0; t < hd; t++) dqi[t] = 0.0f;
-                for (int j = 0; j < T; j++) {
-                    const float *kj = k + (size_t)j * ld, *vj = v + (size_t)j * ld;
-                    const float ds = ai[j] * (dot(hd, doi, vj) - rs) * scale;
-                    axpy(hd, ds, kj, dqi);
-                    axpy(hd, ds, qi, dk + (size_t)j * ld);
-                    axpy(hd, ai[j], doi, dv + (size_t)j * ld);
+                for (int t = 0; t < hd; t++)
+                    dq[(size_t)j * ld + t] = dk[(size_t)j * ld + t] = dv[(size_t)j * ld + t] = 0.0f;
+            for (int i0 = 0; i0 < T; i0 += AB) {
+                const int ni = imin(AB, T - i0);
+                const float *qr[AB], *dor[AB];
+                float *dqr[AB], rs[AB];
+                for (int r = 0; r < AB; r++) {
+                    const int i = imin(i0 + r, T - 1);
+                    qr[r] = q + (size_t)i * ld;
+                    dor[r] = dO + (size_t)i * dim;
+                    dqr[r] = dq + (size_t)i * ld;
+                }
+                /* rs_i = dO_i . O_i, with O_i built in (and then cleared from) dQ_i */
+                for (int r = 0; r < ni; r++) {
+                    const float *ai = a + (size_t)(i0 + r) * T;
+                    for (int j0 = 0; j0 < T; j0 += AB) {
+                        const float *vc[AB];
+                        float w[AB];
+                        for (int c = 0; c < AB; c++) {
+                            vc[c] = v + (size_t)imin(j0 + c, T - 1) * ld;
+                            w[c] = j0 + c < T ? ai[j0 + c] : 0.0f;
+                        }
+                        axpy4(hd, w, vc[0], vc[1], vc[2], vc[3], dqr[r]);
+                    }
+                    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+                    for (int t = 0; t < hd; t++) sum += dor[r][t] * dqr[r][t];
+                    rs[r] = sum;
+                    for (int t = 0; t < hd; t++) dqr[r][t] = 0.0f;
+                }
+                for (int j0 = 0; j0 < T; j0 += AB) {
+                    const int nj = imin(AB, T - j0);
+                    const float *kc[AB], *vc[AB];
+                    float *dkc[AB], *dvc[AB];
+                    for (int c = 0; c < AB; c++) {
+                        const int j = imin(j0 + c, T - 1);
+                        kc[c] = k + (size_t)j * ld;
+                        vc[c] = v + (size_t)j * ld;
+                        dkc[c] = dk + (size_t)j * ld;
+                        dvc[c] = dv + (size_t)j * ld;
+                    }
+                    /* ds[r][c] = P (dP - rs) s and p[r][c] = P, zero outside the T x T block */
+                    float ds[AB][AB], p[AB][AB], dsT[AB][AB], pT[AB][AB];
+                    for (int r = 0; r < AB; r++) {
+                        float dp[AB];
+                        dot4(hd, dor[r], vc[0], vc[1], vc[2], vc[3], dp);
+                        for (int c = 0; c < AB; c++) {
+                            const int in = r < ni && c < nj;
+                            p[r][c] = in ? a[(size_t)(i0 + r) * T + j0 + c] : 0.0f;
+                            ds[r][c] = in ? p[r][c] * (dp[c] - rs[r]) * scale : 0.0f;
+                            pT[c][r] = p[r][c];
+                            dsT[c][r] = ds[r][c];
+                        }
+                    }
+                    for (int r = 0; r < ni; r++) axpy4(hd, ds[r], kc[0], kc[1], kc[2], kc[3], dqr[r]);
+                    for (int c = 0; c < nj; c++) {
+                        axpy4(hd, dsT[c], qr[0], qr[1], qr[2], qr[3], dkc[c]);
+                        axpy4(hd, pT[c], dor[0], dor[1], dor[2], dor[3], dvc[c]);
+                    }
                 }
             }
         }
@@ -265,22 +383,44 @@ void smoe_cpu_attention_backward(int b, int T, int dim, int heads, const float *
 #define GELU_C 0.7978845608028654f /* sqrt(2/pi) */
 #define GELU_A 0.044715f
 
+/* Elementwise loops over n floats run as OpenMP blocks of this many, each an `omp simd` loop
+ * (GCC does not vectorise these bodies as one `parallel for simd` over a size_t). */
+#define EW_BLOCK 4096
+
+/* 0.5 a (1 + tanh(u)) = a sigmoid(2u) = a / (1 + e^(-2u)), u = c (a + 0.044715 a^3): no
+ * cancellation in 1 + tanh(u) for negative a, and one vectorisable exp. */
 void smoe_cpu_gelu_forward(size_t n, const float *x, float *y)
 {
+    const size_t nblk = (n + EW_BLOCK - 1) / EW_BLOCK;
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        const float a = x[i];
-        y[i] = 0.5f * a * (1.0f + tanhf(GELU_C * (a + GELU_A * a * a * a)));
+    for (size_t blk = 0; blk < nblk; blk++) {
+        const float *xb = x + blk * EW_BLOCK;
+        float *yb = y + blk * EW_BLOCK;
+        const int len = n - blk * EW_BLOCK < EW_BLOCK ? (int)(n - blk * EW_BLOCK) : EW_BLOCK;
+#pragma omp simd
+        for (int i = 0; i < len; i++) {
+            const float a = xb[i];
+            yb[i] = a / (1.0f + exp_clamped(-2.0f * GELU_C * (a + GELU_A * a * a * a)));
+        }
     }
 }
 
+/* d/da [a s(2u)] = s + 2 a s (1 - s) u', with s = 1 / (1 + e), 1 - s = e s, e = e^(-2u). */
 void smoe_cpu_gelu_backward(size_t n, const float *x, const float *dy, float *dx)
 {
+    const size_t nblk = (n + EW_BLOCK - 1) / EW_BLOCK;
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        const float a = x[i], th = tanhf(GELU_C * (a + GELU_A * a * a * a));
-        const float dudx = GELU_C * (1.0f + 3.0f * GELU_A * a * a);
-        dx[i] = dy[i] * (0.5f * (1.0f + th) + 0.5f * a * (1.0f - th * th) * dudx);
+    for (size_t blk = 0; blk < nblk; blk++) {
+        const size_t o = blk * EW_BLOCK;
+        const int len = n - o < EW_BLOCK ? (int)(n - o) : EW_BLOCK;
+#pragma omp simd
+        for (int i = 0; i < len; i++) {
+            const float a = x[o + i];
+            const float e = exp_clamped(-2.0f * GELU_C * (a + GELU_A * a * a * a));
+            const float s = 1.0f / (1.0f + e);
+            const float du = GELU_C * (1.0f + 3.0f * GELU_A * a * a);
+            dx[o + i] = dy[o + i] * (s + 2.0f * a * s * (e * s) * du);
+        }
     }
 }
 
@@ -354,9 +494,17 @@ void smoe_cpu_cross_entropy_backward(int b, int classes, const float *probs, con
 
 double smoe_cpu_sum_squares(size_t n, const float *x)
 {
+    const size_t nblk = (n + EW_BLOCK - 1) / EW_BLOCK;
     double s = 0.0;
 #pragma omp parallel for schedule(static) reduction(+ : s)
-    for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    for (size_t blk = 0; blk < nblk; blk++) {
+        const size_t o = blk * EW_BLOCK;
+        const int len = n - o < EW_BLOCK ? (int)(n - o) : EW_BLOCK;
+        double sb = 0.0;
+#pragma omp simd reduction(+ : sb)
+        for (int i = 0; i < len; i++) sb += (double)x[o + i] * x[o + i];
+        s += sb;
+    }
     return s;
 }
 
@@ -365,13 +513,18 @@ void smoe_cpu_adamw(size_t n, float *p, const float *grad, float *m, float *v, f
 {
     const float inv_bc1 = (float)(1.0 / (1.0 - pow((double)beta1, t)));
     const float inv_bc2 = (float)(1.0 / (1.0 - pow((double)beta2, t)));
+    const size_t nblk = (n + EW_BLOCK - 1) / EW_BLOCK;
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        const float g = grad[i] * grad_scale;
-        const float mi = beta1 * m[i] + (1.0f - beta1) * g;
-        const float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
-        m[i] = mi;
-        v[i] = vi;
-        p[i] -= lr * (wd * p[i] + (mi * inv_bc1) / (sqrtf(vi * inv_bc2) + eps));
+    for (size_t blk = 0; blk < nblk; blk++) {
+        const size_t o = blk * EW_BLOCK;
+        const int len = n - o < EW_BLOCK ? (int)(n - o) : EW_BLOCK;
+        for (int i = 0; i < len; i++) { /* scalar (sqrtf's errno path); memory-bound anyway */
+            const float g = grad[o + i] * grad_scale;
+            const float mi = beta1 * m[o + i] + (1.0f - beta1) * g;
+            const float vi = beta2 * v[o + i] + (1.0f - beta2) * g * g;
+            m[o + i] = mi;
+            v[o + i] = vi;
+            p[o + i] -= lr * (wd * p[o + i] + (mi * inv_bc1) / (sqrtf(vi * inv_bc2) + eps));
+        }
     }
 }

@@ -58,6 +58,30 @@
 #define SMOE_PUSH_ROUTER(F) F(uint, m) F(uint, S) F(uint, groups_x)
 
 
+/* ---- ViT ops (host/ops/vit_ops.c) ---- */
+
+/* Elementwise ops over n items in a 2D grid of workgroups (x count groups_x). */
+/* im2col: images [b, c, H, W] -> patches [b*(H/P)*(W/P), c*P*P]; n = patch elements. */
+#define SMOE_PUSH_IM2COL(F) F(uint, n) F(uint, c) F(uint, H) F(uint, W) F(uint, P) F(uint, groups_x)
+
+/* One workgroup per row of a [rows x cols] matrix (layernorm, softmax, cross-entropy), or threads
+ * over columns (layernorm parameter gradients); alpha: eps for layernorm, 1/b for cross-entropy. */
+#define SMOE_PUSH_ROWS(F) F(uint, rows) F(uint, cols) F(uint, groups_x) F(float, alpha)
+
+/* Broadcast: y[e] = alpha * x[(e / (rows*cols))*cols + e % cols] (+ y[e] when accumulate), e < n. */
+#define SMOE_PUSH_BCAST(F) F(uint, n) F(uint, rows) F(uint, cols) F(float, alpha) F(uint, accumulate) F(uint, groups_x)
+
+/* Sums over rows per batch z: y[z*cols + c] = alpha * sum_r x[(z*rows + r)*cols + c]. */
+#define SMOE_PUSH_SUMROWS(F) F(uint, rows) F(uint, cols) F(float, alpha) F(uint, groups_x)
+
+/* Sum of squares: level 0 writes one partial per workgroup into a segment of seg floats (zeros
+ * after the last group); level 1 sums n partials into out[0]. */
+#define SMOE_PUSH_SUMSQ(F) F(uint, n) F(uint, seg)
+
+/* AdamW over n parameters; step and learning rate come from the state buffer {t, lr}. */
+#define SMOE_PUSH_ADAMW(F) F(uint, n) F(float, beta1) F(float, beta2) F(float, eps) F(float, wd) F(float, max_norm) F(uint, groups_x)
+
+
 #ifdef VULKAN /* GLSL compiled for Vulkan */
 #define SMOE_FIELD(type, name) type name;
 #define SMOE_PUSH(list) layout(push_constant) uniform Push { list(SMOE_FIELD) } pc;
@@ -73,6 +97,12 @@ SMOE_PUSH_STRUCT(smoe_push_matmul, SMOE_PUSH_MATMUL)
 SMOE_PUSH_STRUCT(smoe_push_reduce, SMOE_PUSH_REDUCE)
 SMOE_PUSH_STRUCT(smoe_push_colsum, SMOE_PUSH_COLSUM)
 SMOE_PUSH_STRUCT(smoe_push_router, SMOE_PUSH_ROUTER)
+SMOE_PUSH_STRUCT(smoe_push_im2col, SMOE_PUSH_IM2COL)
+SMOE_PUSH_STRUCT(smoe_push_rows, SMOE_PUSH_ROWS)
+SMOE_PUSH_STRUCT(smoe_push_bcast, SMOE_PUSH_BCAST)
+SMOE_PUSH_STRUCT(smoe_push_sumrows, SMOE_PUSH_SUMROWS)
+SMOE_PUSH_STRUCT(smoe_push_sumsq, SMOE_PUSH_SUMSQ)
+SMOE_PUSH_STRUCT(smoe_push_adamw, SMOE_PUSH_ADAMW)
 #endif
 
 #endif

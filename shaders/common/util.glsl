@@ -21,3 +21,44 @@ float gelu_grad(float a)
 // Linear index of a workgroup in a 2D grid: counts above maxComputeWorkGroupCount[0] are split
 // by the host into (x, y) with groups_x in x.
 uint group_linear(uint groups_x) { return gl_WorkGroupID.y * groups_x + gl_WorkGroupID.x; }
+
+// ---- ViT ops (host/ops/vit_ops.c) ----
+
+// Index of this invocation in a 1D range of items laid over a 2D grid of 1D workgroups of wg
+// invocations (pass gl_WorkGroupSize.x from main, after the local_size layout).
+uint item_linear(uint groups_x, uint wg) { return group_linear(groups_x) * wg + gl_LocalInvocationID.x; }
+
+// Workgroup-wide sum and max over the x dimension (a power of two), every invocation getting the
+// result. A shader that wants them defines SMOE_WG_REDUCE and includes this file after its
+// local_size layout; all invocations must call them (uniform control flow).
+#ifdef SMOE_WG_REDUCE
+shared float smoe_red[gl_WorkGroupSize.x];
+
+float wg_sum(float v)
+{
+    uint t = gl_LocalInvocationID.x;
+    smoe_red[t] = v;
+    barrier();
+    for (uint w = gl_WorkGroupSize.x / 2; w > 0; w /= 2) {
+        if (t < w) smoe_red[t] += smoe_red[t + w];
+        barrier();
+    }
+    float r = smoe_red[0];
+    barrier();
+    return r;
+}
+
+float wg_max(float v)
+{
+    uint t = gl_LocalInvocationID.x;
+    smoe_red[t] = v;
+    barrier();
+    for (uint w = gl_WorkGroupSize.x / 2; w > 0; w /= 2) {
+        if (t < w) smoe_red[t] = max(smoe_red[t], smoe_red[t + w]);
+        barrier();
+    }
+    float r = smoe_red[0];
+    barrier();
+    return r;
+}
+#endif

@@ -1,0 +1,68 @@
+/* Models inside the library: what every kind shares (a table of named parameters with their
+ * gradients and optimizer moments, arenas per lifetime class), and the entry points of each kind. */
+#ifndef SMOE_MODEL_H
+#define SMOE_MODEL_H
+
+#include "context.h"
+#include "memory.h"
+#include "safetensors.h"
+
+typedef struct smoe_param {
+    char name[96];
+    int ndim;             /* 0: a scalar, stored as [1] */
+    int64_t shape[4];
+    size_t count;
+    int decay;            /* AdamW weight decay applies */
+    smoe_tensor value, grad, m, v;
+} smoe_param;
+
+struct smoe_model {
+    smoe_context *ctx;
+    smoe_model_kind kind;
+    smoe_param *params;
+    int param_count;
+    smoe_arena param_arena;  /* parameters */
+    smoe_arena grad_arena;   /* their gradients (with the work buffers of a shape) */
+    smoe_arena opt_arena;    /* AdamW moments, created by the first training step */
+    long step;               /* training steps taken */
+    struct smoe_layer_model *layer;
+    struct smoe_vit *vit;
+};
+
+/* Adds a parameter to the table (not yet reserved). */
+smoe_status smoe_model_add_param(smoe_model *m, const char *name, int ndim, const int64_t *shape, int decay,
+                                 smoe_err *err);
+int smoe_model_find_param(const smoe_model *m, const char *name);
+/* Reserves and commits the parameter arena for the table. */
+smoe_status smoe_model_commit_params(smoe_model *m, smoe_err *err);
+/* Reads every parameter of the table from f (F32, exact shapes, finite), refusing extra tensors
+ * except those starting with allow_prefix (may be NULL). */
+smoe_status smoe_model_read_params(smoe_model *m, const smoe_st_file *f, const char *allow_prefix, smoe_err *err);
+
+/* A model of kind with nothing in it yet; smoe_model_finish registers it with the context, or
+ * frees it when st is a failure, and returns st. */
+smoe_status smoe_model_new(smoe_context *ctx, smoe_model_kind kind, smoe_model **out, smoe_err *err);
+smoe_status smoe_model_finish(smoe_model *m, smoe_status st, smoe_model **out, smoe_err *err);
+
+/* Fails with SMOE_ERROR_NOT_FINITE naming name[i] at the first NaN or Inf. */
+smoe_status smoe_check_finite(const float *v, size_t n, const char *name, smoe_err *err);
+
+/* The six Soft MoE layer parameters (SPEC section 1) with a name prefix ("blocks.3.moe."). */
+struct smoe_layer_dims;
+struct smoe_layer_tensors;
+smoe_status smoe_layer_add_params(smoe_model *m, const struct smoe_layer_dims *d, const char *prefix, smoe_err *err);
+/* Points a layer op's parameter and gradient tensors at the six table entries from first. */
+void smoe_layer_bind_params(struct smoe_layer_tensors *t, const smoe_model *m, int first);
+/* Gradients get their own arena on the first backward pass. */
+smoe_status smoe_model_ensure_grads(smoe_model *m, smoe_err *err);
+
+/* AdamW moments (zero) on first need, and their restoring from a checkpoint (models/train.c). */
+smoe_status smoe_model_ensure_optimizer(smoe_model *m, smoe_err *err);
+smoe_status smoe_model_read_optimizer(smoe_model *m, const smoe_st_file *f, smoe_err *err);
+
+/* ViT entry points (models/vit.c). */
+void smoe_vit_metadata(const smoe_model *m, char *json, size_t size);
+smoe_status smoe_vit_load(smoe_model *m, const smoe_st_file *f, smoe_err *err);
+void smoe_vit_destroy(struct smoe_vit *v);
+
+#endif

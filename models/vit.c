@@ -1,0 +1,706 @@
+/* The Soft MoE ViT (SPEC section 2): configuration, parameters by name, initialisation, and its
+ * forward, backward and optimizer step written once as ops (host/ops/ops.h). On the CPU path the
+ * ops run at each call; on Vulkan they are recorded once per plan (batch size and mode) into one
+ * command buffer that is replayed. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "model.h"
+#include "ops/ops.h"
+#include "ops/softmoe_layer.h"
+
+#define MAX_DEPTH 64
+
+enum { MODE_INFER = 0, MODE_GRADS = 1, MODE_TRAIN = 2 };
+
+/* Parameter indices of one block; moe is the first of the six Soft MoE parameters, or -1. */
+typedef struct vit_block_params {
+    int norm1_w, norm1_b, qkv_w, qkv_b, proj_w, proj_b, norm2_w, norm2_b;
+    int fc1_w, fc1_b, fc2_w, fc2_b; /* dense blocks */
+    int moe;
+} vit_block_params;
+
+/* Activations of one block, kept for backward. x_out is the next block's input. */
+typedef struct vit_block_act {
+    smoe_tensor ln1, mean1, rstd1, qkv, att, attn_out, x_mid, ln2, mean2, rstd2, pre, x_out;
+    smoe_layer_tensors moe;
+} vit_block_act;
+
+typedef struct vit_plan {
+    int batch, training;
+    smoe_arena act;
+    smoe_tensor images, labels, patches, x0, lnf, meanf, rstdf, pooled, logits, probs, losses, loss, dlogits;
+    /* backward scratch, shared by all blocks */
+    smoe_tensor g, tmp, dnorm, dao, dqkv, datt, dpre, dpooled, dlnf, partial, norm2, state;
+    vit_block_act blk[MAX_DEPTH];
+    smoe_program prog[3]; /* per mode */
+    int recorded[3];
+    smoe_adamw_cfg recorded_cfg; /* the optimizer settings baked into prog[MODE_TRAIN] */
+} vit_plan;
+
+typedef struct smoe_vit smoe_vit;
+struct smoe_vit {
+    smoe_vit_config cfg;
+    int T, PC; /* tokens, patch length c*P*P */
+    int patch_w, patch_b, pos, norm_w, norm_b, head_w, head_b;
+    vit_block_params blk[MAX_DEPTH];
+    int is_moe[MAX_DEPTH];
+    smoe_layer_dims moe_dims;
+    vit_plan infer, train;
+};
+
+/* ---- Configuration ---- */
+
+static smoe_status check_config(const smoe_vit_config *c, smoe_err *err)
+{
+    struct { const char *name; int v, lo, hi; } f[] = {
+        {"image_size", c->image_size, 1, 4096}, {"patch_size", c->patch_size, 1, 4096},
+        {"channels", c->channels, 1, 64},       {"dim", c->dim, 1, 16384},
+        {"depth", c->depth, 1, MAX_DEPTH},      {"heads", c->heads, 1, 1024},
+        {"mlp_dim", c->mlp_dim, 1, 65536},      {"num_classes", c->num_classes, 1, 1000000},
+    };
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (f[i].v < f[i].lo || f[i].v > f[i].hi)
+            return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: %s is %d; it must be between %d and %d", f[i].name, f[i].v,
+                             f[i].lo, f[i].hi);
+    if (c->dim % c->heads)
+        return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: dim %d is not divisible by heads %d", c->dim, c->heads);
+    if (c->image_size % c->patch_size)
+        return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: image_size %d is not divisible by patch_size %d",
+                         c->image_size, c->patch_size);
+    int tokens = (c->image_size / c->patch_size) * (c->image_size / c->patch_size);
+    if (tokens > 65536) return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: %d tokens is too many (at most 65536)", tokens);
+    if (c->moe_count < 0 || c->moe_count > c->depth)
+        return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: %d moe_layers for depth %d", c->moe_count, c->depth);
+    for (int i = 0; i < c->moe_count; i++) {
+        if (c->moe_layers[i] < 0 || c->moe_layers[i] >= c->depth)
+            return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: moe_layers has block %d; blocks are 0..%d", c->moe_layers[i],
+                             c->depth - 1);
+        for (int j = 0; j < i; j++)
+            if (c->moe_layers[j] == c->moe_layers[i])
+                return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: block %d is twice in moe_layers", c->moe_layers[i]);
+    }
+    if (c->moe_count) {
+        if (c->experts < 1 || c->experts > 65536 || c->slots_per_expert < 1 || c->slots_per_expert > 65536)
+            return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: experts %d and slots_per_expert %d must be between 1 and 65536",
+                             c->experts, c->slots_per_expert);
+    }
+    uint64_t weights = (uint64_t)c->depth * (4ull * c->dim * c->dim + 2ull * c->dim * c->mlp_dim) +
+                       (uint64_t)c->moe_count * c->experts * 2ull * c->dim * c->mlp_dim;
+    if (weights > (1ull << 31))
+        return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: %llu weights is more than softmoe supports (2^31)",
+                         (unsigned long long)weights);
+    return SMOE_OK;
+}
+
+static smoe_status parse_config(const char *json, smoe_vit_config *c, smoe_err *err)
+{
+    memset(c, 0, sizeof *c);
+    cJSON *root = cJSON_Parse(json);
+    if (!root || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: not a JSON object");
+    }
+    struct { const char *name; int *dst; int required; } f[] = {
+        {"image_size", &c->image_size, 1}, {"patch_size", &c->patch_size, 1}, {"channels", &c->channels, 1},
+        {"dim", &c->dim, 1},               {"depth", &c->depth, 1},           {"heads", &c->heads, 1},
+        {"mlp_dim", &c->mlp_dim, 1},       {"num_classes", &c->num_classes, 1}, {"experts", &c->experts, 0},
+        {"slots_per_expert", &c->slots_per_expert, 0},
+    };
+    smoe_status st = SMOE_OK;
+    for (size_t i = 0; i < sizeof f / sizeof f[0] && !st; i++) {
+        cJSON *v = cJSON_GetObjectItemCaseSensitive(root, f[i].name);
+        if (!v) {
+            if (f[i].required) st = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: \"%s\" is missing", f[i].name);
+            continue;
+        }
+        double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+        if (!(d == floor(d)) || d < -2e9 || d > 2e9)
+            st = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: \"%s\" is not an integer", f[i].name);
+        else *f[i].dst = (int)d;
+    }
+    cJSON *ml = cJSON_GetObjectItemCaseSensitive(root, "moe_layers");
+    if (!st && ml) {
+        if (!cJSON_IsArray(ml)) st = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: \"moe_layers\" is not a list");
+        cJSON *e;
+        cJSON_ArrayForEach(e, ml)
+        {
+            if (st) break;
+            double d = cJSON_IsNumber(e) ? e->valuedouble : NAN;
+            if (!(d == floor(d)) || d < -1e9 || d > 1e9) st = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: moe_layers holds a non-integer");
+            else if (c->moe_count >= MAX_DEPTH) st = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: too many moe_layers");
+            else c->moe_layers[c->moe_count++] = (int)d;
+        }
+    }
+    cJSON_Delete(root);
+    if (!st) st = check_config(c, err);
+    return st;
+}
+
+static void config_json(const smoe_vit_config *c, char *buf, size_t size)
+{
+    int n = snprintf(buf, size,
+                     "{\"image_size\": %d, \"patch_size\": %d, \"channels\": %d, \"dim\": %d, \"depth\": %d, \"heads\": %d, "
+                     "\"mlp_dim\": %d, \"moe_layers\": [",
+                     c->image_size, c->patch_size, c->channels, c->dim, c->depth, c->heads, c->mlp_dim);
+    for (int i = 0; i < c->moe_count && n > 0 && (size_t)n < size; i++)
+        n += snprintf(buf + n, size - (size_t)n, "%s%d", i ? ", " : "", c->moe_layers[i]);
+    if (n > 0 && (size_t)n < size)
+        snprintf(buf + n, size - (size_t)n, "], \"experts\": %d, \"slots_per_expert\": %d, \"num_classes\": %d}", c->experts,
+                 c->slots_per_expert, c->num_classes);
+}
+
+smoe_status smoe_vit_config_parse(smoe_context *ctx, const char *json, smoe_vit_config *config)
+{
+    if (!ctx || !json || !config) return smoe_ctx_fail(ctx, SMOE_ERROR_INVALID_ARGUMENT, "NULL argument");
+    smoe_err err = {{0}};
+    return smoe_ctx_error(ctx, parse_config(json, config, &err), &err);
+}
+
+/* ---- Parameters ---- */
+
+static smoe_status add(smoe_model *m, int *index, const char *name, int ndim, int64_t a, int64_t b, int64_t c, int64_t d,
+                       int decay, smoe_err *err)
+{
+    int64_t shape[4] = {a, b, c, d};
+    *index = m->param_count;
+    return smoe_model_add_param(m, name, ndim, shape, decay, err);
+}
+
+static smoe_status build_params(smoe_model *m, smoe_vit *v, smoe_err *err)
+{
+    const smoe_vit_config *c = &v->cfg;
+    int D = c->dim, P = c->patch_size;
+    v->T = (c->image_size / P) * (c->image_size / P);
+    v->PC = c->channels * P * P;
+    for (int i = 0; i < c->moe_count; i++) v->is_moe[c->moe_layers[i]] = 1;
+    v->moe_dims = (smoe_layer_dims){0, v->T, D, c->experts, c->slots_per_expert, c->mlp_dim};
+    smoe_status st = SMOE_OK;
+    if (!st) st = add(m, &v->patch_w, "patch_embed.proj.weight", 4, D, c->channels, P, P, 1, err);
+    if (!st) st = add(m, &v->patch_b, "patch_embed.proj.bias", 1, D, 0, 0, 0, 0, err);
+    if (!st) st = add(m, &v->pos, "pos_embed", 3, 1, v->T, D, 0, 0, err);
+    for (int i = 0; i < c->depth && !st; i++) {
+        vit_block_params *b = &v->blk[i];
+        char n[96];
+#define ADD(field, suffix, ndim, A, B, C, decay)                                              \
+    do {                                                                                       \
+        snprintf(n, sizeof n, "blocks.%d.%s", i, suffix);                                     \
+        if (!st) st = add(m, &b->field, n, ndim, A, B, C, 0, decay, err);                      \
+    } while (0)
+        ADD(norm1_w, "norm1.weight", 1, D, 0, 0, 0);
+        ADD(norm1_b, "norm1.bias", 1, D, 0, 0, 0);
+        ADD(qkv_w, "attn.qkv.weight", 2, 3 * D, D, 0, 1);
+        ADD(qkv_b, "attn.qkv.bias", 1, 3 * D, 0, 0, 0);
+        ADD(proj_w, "attn.proj.weight", 2, D, D, 0, 1);
+        ADD(proj_b, "attn.proj.bias", 1, D, 0, 0, 0);
+        ADD(norm2_w, "norm2.weight", 1, D, 0, 0, 0);
+        ADD(norm2_b, "norm2.bias", 1, D, 0, 0, 0);
+        if (v->is_moe[i]) {
+            b->fc1_w = b->fc1_b = b->fc2_w = b->fc2_b = -1;
+            b->moe = m->param_count;
+            snprintf(n, sizeof n, "blocks.%d.moe.", i);
+            if (!st) st = smoe_layer_add_params(m, &v->moe_dims, n, err);
+        } else {
+            b->moe = -1;
+            ADD(fc1_w, "mlp.fc1.weight", 2, c->mlp_dim, D, 0, 1);
+            ADD(fc1_b, "mlp.fc1.bias", 1, c->mlp_dim, 0, 0, 0);
+            ADD(fc2_w, "mlp.fc2.weight", 2, D, c->mlp_dim, 0, 1);
+            ADD(fc2_b, "mlp.fc2.bias", 1, D, 0, 0, 0);
+        }
+#undef ADD
+    }
+    if (!st) st = add(m, &v->norm_w, "norm.weight", 1, D, 0, 0, 0, 0, err);
+    if (!st) st = add(m, &v->norm_b, "norm.bias", 1, D, 0, 0, 0, 0, err);
+    if (!st) st = add(m, &v->head_w, "head.weight", 2, c->num_classes, D, 0, 0, 1, err);
+    if (!st) st = add(m, &v->head_b, "head.bias", 1, c->num_classes, 0, 0, 0, 0, err);
+    return st;
+}
+
+/* Deterministic normal samples (splitmix64 + Box-Muller), no global state. */
+static double uniform01(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return ((z >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+}
+
+static double normal(uint64_t *s)
+{
+    double u = uniform01(s), w = uniform01(s);
+    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * w);
+}
+
+/* Initialisation as the official code: Dense kernels xavier-uniform, biases 0, LayerNorm 1/0,
+ * pos_embed N(0, 0.02), patch embedding lecun-normal, phi lecun-normal (std 1/sqrt(n*d)),
+ * scale 1, every expert the same weights, head weight 0. */
+static smoe_status init_params(smoe_model *m, const smoe_vit *v, uint64_t seed, smoe_err *err)
+{
+    size_t most = 1;
+    for (int i = 0; i < m->param_count; i++)
+        if (m->params[i].count > most) most = m->params[i].count;
+    float *buf = malloc(most * 4);
+    if (!buf) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    smoe_status st = SMOE_OK;
+    for (int i = 0; i < m->param_count && !st; i++) {
+        const smoe_param *p = &m->params[i];
+        const char *name = p->name;
+        size_t len = strlen(name);
+        uint64_t s = seed * 1000003ull + (uint64_t)i * 7919ull + 1;
+#define ENDS(suffix) (len >= strlen(suffix) && !strcmp(name + len - strlen(suffix), suffix))
+        if (ENDS("norm1.weight") || ENDS("norm2.weight") || !strcmp(name, "norm.weight") || ENDS("moe.scale")) {
+            for (size_t k = 0; k < p->count; k++) buf[k] = 1.0f;
+        } else if (!strcmp(name, "head.weight") || ENDS(".bias")) {
+            memset(buf, 0, p->count * 4);
+        } else if (!strcmp(name, "pos_embed")) {
+            for (size_t k = 0; k < p->count; k++) buf[k] = (float)(0.02 * normal(&s));
+        } else if (!strcmp(name, "patch_embed.proj.weight")) {
+            double sd = 1.0 / sqrt((double)v->PC);
+            for (size_t k = 0; k < p->count; k++) buf[k] = (float)(sd * normal(&s));
+        } else if (ENDS("moe.phi")) {
+            double sd = 1.0 / sqrt((double)v->cfg.experts * v->cfg.dim);
+            for (size_t k = 0; k < p->count; k++) buf[k] = (float)(sd * normal(&s));
+        } else if (p->ndim >= 2) {
+            /* [out, in] or, for experts, [n, out, in]: one sample copied to every expert */
+            int experts = p->ndim == 3 ? (int)p->shape[0] : 1;
+            int64_t out = p->shape[p->ndim - 2], in = p->shape[p->ndim - 1];
+            double limit = sqrt(6.0 / (double)(in + out));
+            size_t one = p->count / (size_t)experts;
+            for (size_t k = 0; k < one; k++) buf[k] = (float)(limit * (2.0 * uniform01(&s) - 1.0));
+            for (int e = 1; e < experts; e++) memcpy(buf + (size_t)e * one, buf, one * 4);
+        } else {
+            memset(buf, 0, p->count * 4);
+        }
+#undef ENDS
+        st = smoe_tensor_upload(&p->value, 0, buf, p->count * 4, err);
+    }
+    free(buf);
+    return st;
+}
+
+static smoe_status new_vit(smoe_model *m, const smoe_vit_config *cfg, smoe_err *err)
+{
+    m->vit = calloc(1, sizeof *m->vit);
+    if (!m->vit) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    m->vit->cfg = *cfg;
+    smoe_arena_init(&m->vit->infer.act, smoe_ctx_gpu(m->ctx), "activations");
+    smoe_arena_init(&m->vit->train.act, smoe_ctx_gpu(m->ctx), "training activations");
+    smoe_status st = build_params(m, m->vit, err);
+    if (!st) st = smoe_model_commit_params(m, err);
+    return st;
+}
+
+smoe_status smoe_vit_load(smoe_model *m, const smoe_st_file *f, smoe_err *err)
+{
+    const char *json = smoe_st_get_meta(f, "softmoe.config");
+    if (!json) return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "a ViT file needs \"softmoe.config\" in its metadata");
+    smoe_vit_config cfg;
+    smoe_status st = parse_config(json, &cfg, err);
+    if (!st) st = new_vit(m, &cfg, err);
+    if (!st) st = smoe_model_read_params(m, f, "opt.", err);
+    if (!st) st = smoe_model_read_optimizer(m, f, err);
+    return st;
+}
+
+smoe_status smoe_vit_create(smoe_context *ctx, const smoe_vit_config *config, uint64_t seed, smoe_model **out)
+{
+    if (!ctx || !config || !out) return smoe_ctx_fail(ctx, SMOE_ERROR_INVALID_ARGUMENT, "NULL argument");
+    if (!ctx->opened) return smoe_ctx_fail(ctx, SMOE_ERROR_INVALID_ARGUMENT, "no device opened (smoe_context_open_device)");
+    *out = NULL;
+    smoe_err err = {{0}};
+    smoe_status st = check_config(config, &err);
+    if (st) return smoe_ctx_error(ctx, st, &err);
+    smoe_model *m;
+    st = smoe_model_new(ctx, SMOE_MODEL_VIT, &m, &err);
+    if (st) return smoe_ctx_error(ctx, st, &err);
+    st = new_vit(m, config, &err);
+    if (!st) st = init_params(m, m->vit, seed, &err);
+    return smoe_ctx_error(ctx, smoe_model_finish(m, st, out, &err), &err);
+}
+
+smoe_status smoe_vit_get_config(const smoe_model *m, smoe_vit_config *config)
+{
+    if (!m || !config || m->kind != SMOE_MODEL_VIT) return SMOE_ERROR_INVALID_ARGUMENT;
+    *config = m->vit->cfg;
+    return SMOE_OK;
+}
+
+void smoe_vit_metadata(const smoe_model *m, char *json, size_t size)
+{
+    config_json(&m->vit->cfg, json, size);
+}
+
+/* ---- Plans: the activations of one batch size, and their recorded programs ---- */
+
+static void plan_release(vit_plan *p)
+{
+    for (int i = 0; i < 3; i++) {
+        smoe_program_destroy(&p->prog[i]);
+        p->recorded[i] = 0;
+    }
+    smoe_arena_release(&p->act);
+    p->batch = 0;
+}
+
+void smoe_vit_destroy(smoe_vit *v)
+{
+    plan_release(&v->infer);
+    plan_release(&v->train);
+    free(v);
+}
+
+static smoe_status plan_reserve(smoe_model *m, vit_plan *p, int B, int training, smoe_err *err)
+{
+    smoe_vit *v = m->vit;
+    const smoe_vit_config *c = &v->cfg;
+    smoe_arena *a = &p->act;
+    uint64_t BT = (uint64_t)B * v->T, D = (uint64_t)c->dim, H = (uint64_t)c->heads, T = (uint64_t)v->T;
+    smoe_status st = SMOE_OK;
+#define R(t, floats)                                                                                                 \
+    do {                                                                                                             \
+        if (!st) st = smoe_arena_reserve(a, (uint64_t)(floats) * 4, &(t), err);                                      \
+    } while (0)
+    R(p->images, (uint64_t)B * c->channels * c->image_size * c->image_size);
+    R(p->labels, B);
+    R(p->patches, BT * v->PC);
+    R(p->x0, BT * D);
+    smoe_layer_dims md = v->moe_dims;
+    md.b = B;
+    for (int i = 0; i < c->depth; i++) {
+        vit_block_act *b = &p->blk[i];
+        R(b->ln1, BT * D);
+        R(b->mean1, BT);
+        R(b->rstd1, BT);
+        R(b->qkv, BT * 3 * D);
+        R(b->att, (uint64_t)B * H * T * T);
+        R(b->attn_out, BT * D);
+        R(b->x_mid, BT * D);
+        R(b->ln2, BT * D);
+        R(b->mean2, BT);
+        R(b->rstd2, BT);
+        R(b->x_out, BT * D);
+        if (v->is_moe[i]) {
+            memset(&b->moe, 0, sizeof b->moe);
+            smoe_layer_bind_params(&b->moe, m, v->blk[i].moe);
+            b->moe.x = b->ln2;
+            b->moe.y = b->x_out;
+            if (!st) st = smoe_layer_reserve(&b->moe, &md, a, training, err);
+        } else {
+            R(b->pre, BT * c->mlp_dim);
+        }
+    }
+    R(p->lnf, BT * D);
+    R(p->meanf, BT);
+    R(p->rstdf, BT);
+    R(p->pooled, (uint64_t)B * D);
+    R(p->logits, (uint64_t)B * c->num_classes);
+    R(p->probs, (uint64_t)B * c->num_classes);
+    R(p->losses, B);
+    R(p->loss, 1);
+    if (training) {
+        R(p->dlogits, (uint64_t)B * c->num_classes);
+        R(p->g, BT * D);
+        R(p->tmp, BT * D);
+        R(p->dnorm, BT * D);
+        R(p->dao, BT * D);
+        R(p->dqkv, BT * 3 * D);
+        R(p->datt, (uint64_t)B * H * T * T);
+        R(p->dpre, BT * c->mlp_dim);
+        R(p->dpooled, (uint64_t)B * D);
+        R(p->dlnf, BT * D);
+        R(p->norm2, 1);
+        R(p->state, 2);
+    }
+#undef R
+    if (training && !st) {
+        smoe_tensor *grads = malloc((size_t)m->param_count * sizeof *grads);
+        if (!grads) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+        for (int i = 0; i < m->param_count; i++) grads[i] = m->params[i].grad;
+        size_t scratch = smoe_op_sum_squares_scratch(m->param_count, grads);
+        free(grads);
+        st = smoe_arena_reserve(a, scratch * 4, &p->partial, err);
+    }
+    /* The Soft MoE blocks' backward reads dy from g and writes dx to dnorm. */
+    for (int i = 0; i < c->depth && training; i++)
+        if (v->is_moe[i]) {
+            p->blk[i].moe.dy = p->g;
+            p->blk[i].moe.dx = p->dnorm;
+        }
+    if (!st) st = smoe_arena_commit(a, err);
+    return st;
+}
+
+/* ---- The model as ops ---- */
+
+#define T_(i) (&m->params[(i)].value)
+#define G_(i) (&m->params[(i)].grad)
+
+static smoe_status forward_ops(smoe_exec *ex, smoe_model *m, vit_plan *p, int mode, smoe_err *err)
+{
+    smoe_vit *v = m->vit;
+    const smoe_vit_config *c = &v->cfg;
+    int B = p->batch, T = v->T, D = c->dim, BT = B * T;
+    smoe_status st = SMOE_OK;
+    if (!st) st = smoe_op_im2col(ex, B, c->channels, c->image_size, c->image_size, c->patch_size, &p->images, &p->patches, err);
+    if (!st) st = smoe_op_linear_forward(ex, BT, v->PC, D, &p->patches, T_(v->patch_w), T_(v->patch_b), &p->x0, err);
+    if (!st) st = smoe_op_add_broadcast(ex, B, (size_t)T * D, T_(v->pos), &p->x0, err);
+    const smoe_tensor *x = &p->x0;
+    smoe_layer_dims md = v->moe_dims;
+    md.b = B;
+    for (int i = 0; i < c->depth && !st; i++) {
+        const vit_block_params *bp = &v->blk[i];
+        vit_block_act *b = &p->blk[i];
+        st = smoe_op_layernorm_forward(ex, BT, D, x, T_(bp->norm1_w), T_(bp->norm1_b), &b->ln1, &b->mean1, &b->rstd1, err);
+        if (!st) st = smoe_op_linear_forward(ex, BT, D, 3 * D, &b->ln1, T_(bp->qkv_w), T_(bp->qkv_b), &b->qkv, err);
+        if (!st) st = smoe_op_attention_forward(ex, B, T, D, c->heads, &b->qkv, &b->att, &b->attn_out, err);
+        if (!st) st = smoe_op_linear_forward(ex, BT, D, D, &b->attn_out, T_(bp->proj_w), T_(bp->proj_b), &b->x_mid, err);
+        if (!st) st = smoe_op_add(ex, (size_t)BT * D, x, &b->x_mid, err);
+        if (!st)
+            st = smoe_op_layernorm_forward(ex, BT, D, &b->x_mid, T_(bp->norm2_w), T_(bp->norm2_b), &b->ln2, &b->mean2, &b->rstd2,
+                                           err);
+        if (v->is_moe[i]) {
+            if (!st) st = smoe_op_softmoe_forward(ex, &b->moe, &md, err);
+        } else {
+            if (!st)
+                st = smoe_op_mlp_forward(ex, BT, D, c->mlp_dim, &b->ln2, T_(bp->fc1_w), T_(bp->fc1_b), T_(bp->fc2_w),
+                                         T_(bp->fc2_b), &b->pre, &b->x_out, err);
+        }
+        if (!st) st = smoe_op_add(ex, (size_t)BT * D, &b->x_mid, &b->x_out, err);
+        x = &b->x_out;
+    }
+    if (!st) st = smoe_op_layernorm_forward(ex, BT, D, x, T_(v->norm_w), T_(v->norm_b), &p->lnf, &p->meanf, &p->rstdf, err);
+    if (!st) st = smoe_op_meanpool_forward(ex, B, T, D, &p->lnf, &p->pooled, err);
+    if (!st) st = smoe_op_linear_forward(ex, B, D, c->num_classes, &p->pooled, T_(v->head_w), T_(v->head_b), &p->logits, err);
+    if (!st && mode != MODE_INFER)
+        st = smoe_op_cross_entropy(ex, B, c->num_classes, &p->logits, &p->labels, &p->probs, &p->losses, &p->loss,
+                                   &p->dlogits, err);
+    return st;
+}
+
+static smoe_status backward_ops(smoe_exec *ex, smoe_model *m, vit_plan *p, smoe_err *err)
+{
+    smoe_vit *v = m->vit;
+    const smoe_vit_config *c = &v->cfg;
+    int B = p->batch, T = v->T, D = c->dim, BT = B * T;
+    size_t n = (size_t)BT * D;
+    smoe_status st = SMOE_OK;
+    const smoe_tensor *x_last = c->depth ? &p->blk[c->depth - 1].x_out : &p->x0;
+    if (!st)
+        st = smoe_op_linear_backward(ex, B, D, c->num_classes, &p->pooled, T_(v->head_w), &p->dlogits, &p->dpooled, 0,
+                                     G_(v->head_w), G_(v->head_b), err);
+    if (!st) st = smoe_op_meanpool_backward(ex, B, T, D, &p->dpooled, &p->dlnf, err);
+    if (!st)
+        st = smoe_op_layernorm_backward(ex, BT, D, x_last, T_(v->norm_w), &p->meanf, &p->rstdf, &p->dlnf, &p->g, G_(v->norm_w),
+                                        G_(v->norm_b), err);
+    smoe_layer_dims md = v->moe_dims;
+    md.b = B;
+    for (int i = c->depth - 1; i >= 0 && !st; i--) {
+        const vit_block_params *bp = &v->blk[i];
+        vit_block_act *b = &p->blk[i];
+        const smoe_tensor *x_in = i ? &p->blk[i - 1].x_out : &p->x0;
+        /* x_out = x_mid + F(norm2(x_mid)), g = d x_out */
+        if (v->is_moe[i]) {
+            st = smoe_op_softmoe_backward(ex, &b->moe, &md, err);
+        } else {
+            st = smoe_op_mlp_backward(ex, BT, D, c->mlp_dim, &b->ln2, T_(bp->fc1_w), T_(bp->fc2_w), &b->pre, &p->g, &p->dpre,
+                                      &p->dnorm, G_(bp->fc1_w), G_(bp->fc1_b), G_(bp->fc2_w), G_(bp->fc2_b), err);
+        }
+        if (!st)
+            st = smoe_op_layernorm_backward(ex, BT, D, &b->x_mid, T_(bp->norm2_w), &b->mean2, &b->rstd2, &p->dnorm, &p->tmp,
+                                            G_(bp->norm2_w), G_(bp->norm2_b), err);
+        if (!st) st = smoe_op_add(ex, n, &p->tmp, &p->g, err); /* g = d x_mid */
+        /* x_mid = x_in + proj(attention(qkv(norm1(x_in)))) */
+        if (!st)
+            st = smoe_op_linear_backward(ex, BT, D, D, &b->attn_out, T_(bp->proj_w), &p->g, &p->dao, 0, G_(bp->proj_w),
+                                         G_(bp->proj_b), err);
+        if (!st) st = smoe_op_attention_backward(ex, B, T, D, c->heads, &b->qkv, &b->att, &p->dao, &p->datt, &p->dqkv, err);
+        if (!st)
+            st = smoe_op_linear_backward(ex, BT, D, 3 * D, &b->ln1, T_(bp->qkv_w), &p->dqkv, &p->dnorm, 0, G_(bp->qkv_w),
+                                         G_(bp->qkv_b), err);
+        if (!st)
+            st = smoe_op_layernorm_backward(ex, BT, D, x_in, T_(bp->norm1_w), &b->mean1, &b->rstd1, &p->dnorm, &p->tmp,
+                                            G_(bp->norm1_w), G_(bp->norm1_b), err);
+        if (!st) st = smoe_op_add(ex, n, &p->tmp, &p->g, err); /* g = d x_in */
+    }
+    if (!st) st = smoe_op_sum_rows(ex, B, (size_t)T * D, &p->g, G_(v->pos), err);
+    if (!st)
+        st = smoe_op_linear_backward(ex, BT, v->PC, D, &p->patches, T_(v->patch_w), &p->g, NULL, 0, G_(v->patch_w),
+                                     G_(v->patch_b), err);
+    return st;
+}
+
+static smoe_status optimizer_ops(smoe_exec *ex, smoe_model *m, vit_plan *p, const smoe_train_config *cfg, smoe_err *err)
+{
+    smoe_tensor *grads = malloc((size_t)m->param_count * sizeof *grads);
+    if (!grads) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    for (int i = 0; i < m->param_count; i++) grads[i] = m->params[i].grad;
+    smoe_status st = smoe_op_sum_squares(ex, m->param_count, grads, &p->partial, &p->norm2, err);
+    free(grads);
+    for (int i = 0; i < m->param_count && !st; i++) {
+        smoe_param *q = &m->params[i];
+        smoe_adamw_cfg a = {cfg->beta1, cfg->beta2, cfg->eps, q->decay ? cfg->weight_decay : 0.0f, cfg->clip_norm};
+        st = smoe_op_adamw(ex, q->count, &q->value, &q->grad, &q->m, &q->v, &p->state, &p->norm2, &a, err);
+    }
+    return st;
+}
+
+#undef T_
+#undef G_
+
+/* Runs the ops of a mode on plan p: now on the CPU path, or by replaying (and recording the
+ * first time) its program on Vulkan. */
+static smoe_status execute(smoe_model *m, vit_plan *p, int mode, const smoe_train_config *cfg, smoe_err *err)
+{
+    smoe_gpu *gpu = p->act.gpu;
+    smoe_exec ex = {gpu, NULL};
+    if (gpu && p->recorded[mode]) return smoe_program_run(&p->prog[mode], err);
+    smoe_status st = SMOE_OK;
+    if (gpu) {
+        st = smoe_program_begin(gpu, &p->prog[mode], err);
+        ex.prog = &p->prog[mode];
+    }
+    if (!st) st = forward_ops(&ex, m, p, mode, err);
+    if (!st && mode != MODE_INFER) st = backward_ops(&ex, m, p, err);
+    if (!st && mode == MODE_TRAIN) st = optimizer_ops(&ex, m, p, cfg, err);
+    if (!gpu) return st;
+    if (!st) st = smoe_program_end(&p->prog[mode], err);
+    if (st) {
+        smoe_program_destroy(&p->prog[mode]);
+        return st;
+    }
+    p->recorded[mode] = 1;
+    return smoe_program_run(&p->prog[mode], err);
+}
+
+static smoe_status ensure_plan(smoe_model *m, vit_plan *p, int B, int training, smoe_err *err)
+{
+    if (p->batch == B && p->act.committed) return SMOE_OK;
+    if (!training && p->batch >= B && p->act.committed) return SMOE_OK; /* smaller batches are padded */
+    plan_release(p);
+    smoe_status st = training ? smoe_model_ensure_grads(m, err) : SMOE_OK;
+    p->batch = B;
+    p->training = training;
+    if (!st) st = plan_reserve(m, p, B, training, err);
+    if (st) {
+        plan_release(p);
+        return smoe_fail_prefix(err, st, "a batch of %d images", B);
+    }
+    return SMOE_OK;
+}
+
+/* Uploads images (b of them; the rest of the plan's batch is zero) and labels. */
+static smoe_status upload_batch(smoe_model *m, vit_plan *p, int b, const float *images, const int32_t *labels, smoe_err *err)
+{
+    const smoe_vit_config *c = &m->vit->cfg;
+    size_t per = (size_t)c->channels * c->image_size * c->image_size;
+    smoe_status st = smoe_check_finite(images, per * (size_t)b, "images", err);
+    if (!st && labels)
+        for (int i = 0; i < b && !st; i++)
+            if (labels[i] < 0 || labels[i] >= c->num_classes)
+                st = smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "labels[%d] is %d; classes are 0..%d", i, labels[i],
+                               c->num_classes - 1);
+    if (!st) st = smoe_tensor_upload(&p->images, 0, images, per * (size_t)b * 4, err);
+    if (!st && b < p->batch) {
+        float *zero = calloc(per * (size_t)(p->batch - b), 4);
+        if (!zero) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+        st = smoe_tensor_upload(&p->images, per * (size_t)b * 4, zero, per * (size_t)(p->batch - b) * 4, err);
+        free(zero);
+    }
+    if (!st && labels) st = smoe_tensor_upload(&p->labels, 0, labels, (size_t)b * 4, err);
+    return st;
+}
+
+static smoe_status check_vit(smoe_model *m, int b, const float *images)
+{
+    if (!m) return SMOE_ERROR_INVALID_ARGUMENT;
+    if (m->kind != SMOE_MODEL_VIT) return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT, "the model is not a ViT");
+    if (b < 1 || b > 65536) return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT, "batch %d must be between 1 and 65536", b);
+    if (!images) return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT, "images must not be NULL");
+    return SMOE_OK;
+}
+
+smoe_status smoe_vit_infer(smoe_model *m, int b, const float *images, float *logits)
+{
+    smoe_status st = check_vit(m, b, images);
+    if (st) return st;
+    if (!logits) return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT, "logits must not be NULL");
+    smoe_err err = {{0}};
+    vit_plan *p = &m->vit->infer;
+    st = ensure_plan(m, p, b, 0, &err);
+    if (!st) st = upload_batch(m, p, b, images, NULL, &err);
+    if (!st) st = execute(m, p, MODE_INFER, NULL, &err);
+    if (!st) st = smoe_tensor_download(&p->logits, 0, logits, (size_t)b * m->vit->cfg.num_classes * 4, &err);
+    return smoe_ctx_error(m->ctx, st, &err);
+}
+
+smoe_status smoe_vit_loss_grads(smoe_model *m, int b, const float *images, const int32_t *labels, float *loss,
+                                float *logits)
+{
+    smoe_status st = check_vit(m, b, images);
+    if (st) return st;
+    if (!labels || !loss) return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT, "labels and loss must not be NULL");
+    smoe_err err = {{0}};
+    vit_plan *p = &m->vit->train;
+    st = ensure_plan(m, p, b, 1, &err);
+    if (!st) st = upload_batch(m, p, b, images, labels, &err);
+    if (!st) st = execute(m, p, MODE_GRADS, NULL, &err);
+    if (!st) st = smoe_tensor_download(&p->loss, 0, loss, 4, &err);
+    if (!st && logits) st = smoe_tensor_download(&p->logits, 0, logits, (size_t)b * m->vit->cfg.num_classes * 4, &err);
+    return smoe_ctx_error(m->ctx, st, &err);
+}
+
+/* AdamW moments, zero, on the first training step (or as loaded from a checkpoint). */
+smoe_status smoe_model_ensure_optimizer(smoe_model *m, smoe_err *err)
+{
+    if (m->opt_arena.committed) return SMOE_OK;
+    smoe_status st = SMOE_OK;
+    size_t most = 1;
+    for (int i = 0; i < m->param_count && !st; i++) {
+        st = smoe_arena_reserve(&m->opt_arena, m->params[i].count * 4, &m->params[i].m, err);
+        if (!st) st = smoe_arena_reserve(&m->opt_arena, m->params[i].count * 4, &m->params[i].v, err);
+        if (m->params[i].count > most) most = m->params[i].count;
+    }
+    if (!st) st = smoe_arena_commit(&m->opt_arena, err);
+    float *zero = st ? NULL : calloc(most, 4);
+    if (!st && !zero) st = smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    for (int i = 0; i < m->param_count && !st; i++) {
+        st = smoe_tensor_upload(&m->params[i].m, 0, zero, m->params[i].count * 4, err);
+        if (!st) st = smoe_tensor_upload(&m->params[i].v, 0, zero, m->params[i].count * 4, err);
+    }
+    free(zero);
+    if (st) smoe_arena_release(&m->opt_arena);
+    return st;
+}
+
+smoe_status smoe_vit_train_step(smoe_model *m, const smoe_train_config *cfg, int b, const float *images,
+                                const int32_t *labels, float *loss, float *logits)
+{
+    smoe_status st = check_vit(m, b, images);
+    if (st) return st;
+    if (!cfg || !labels || !loss) return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT, "cfg, labels and loss must not be NULL");
+    smoe_err err = {{0}};
+    vit_plan *p = &m->vit->train;
+    st = smoe_model_ensure_grads(m, &err);
+    if (!st) st = smoe_model_ensure_optimizer(m, &err);
+    if (!st) st = ensure_plan(m, p, b, 1, &err);
+    if (!st) st = upload_batch(m, p, b, images, labels, &err);
+    float state[2] = {(float)(m->step + 1), smoe_train_lr(cfg, m->step + 1)};
+    if (!st) st = smoe_tensor_upload(&p->state, 0, state, sizeof state, &err);
+    /* The optimizer's constants are recorded into the program: new ones need a new recording. */
+    smoe_adamw_cfg now = {cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay, cfg->clip_norm};
+    if (p->recorded[MODE_TRAIN] && memcmp(&now, &p->recorded_cfg, sizeof now)) {
+        smoe_program_destroy(&p->prog[MODE_TRAIN]);
+        p->recorded[MODE_TRAIN] = 0;
+    }
+    p->recorded_cfg = now;
+    if (!st) st = execute(m, p, MODE_TRAIN, cfg, &err);
+    if (!st) st = smoe_tensor_download(&p->loss, 0, loss, 4, &err);
+    if (!st && logits) st = smoe_tensor_download(&p->logits, 0, logits, (size_t)b * m->vit->cfg.num_classes * 4, &err);
+    if (!st) m->step++;
+    return smoe_ctx_error(m->ctx, st, &err);
+}
