@@ -1,0 +1,260 @@
+/* The Soft MoE ViT through the public API: the golden case on both paths (logits, loss and every
+ * gradient within 1e-4 of each tensor's largest magnitude), CPU vs Vulkan after three training
+ * steps, a short run whose loss falls on both paths, save/load round trips and exact resume. */
+#define _POSIX_C_SOURCE 200809L
+#include <unistd.h>
+
+#include "safetensors.h"
+#include "test_vk.h"
+
+#define TOL 1e-4
+
+static const char *golden_dir;
+
+static void golden(const char *device)
+{
+    char path[4096];
+    smoe_context *ctx = test_open(device);
+    if (!ctx) return;
+    smoe_model *m = NULL;
+    snprintf(path, sizeof path, "%s/vit_d32_L2_b3.model.safetensors", golden_dir);
+    CHECK_MSG(smoe_model_load_file(ctx, path, &m) == SMOE_OK, "%s", smoe_last_error(ctx));
+    smoe_st_file in = {0}, ex = {0};
+    smoe_err err;
+    snprintf(path, sizeof path, "%s/vit_d32_L2_b3.input.safetensors", golden_dir);
+    CHECK(smoe_st_read_file(path, &in, &err) == SMOE_OK);
+    snprintf(path, sizeof path, "%s/vit_d32_L2_b3.expected.safetensors", golden_dir);
+    CHECK(smoe_st_read_file(path, &ex, &err) == SMOE_OK);
+    if (m && in.count && ex.count) {
+        const smoe_st_tensor *im = smoe_st_find(&in, "images"), *lb = smoe_st_find(&in, "labels");
+        int b = (int)im->shape[0];
+        float *images = malloc(im->nbytes), logits[64], loss = 0;
+        int32_t labels[64];
+        memcpy(images, im->data, im->nbytes);
+        memcpy(labels, lb->data, lb->nbytes);
+        CHECK_MSG(smoe_vit_loss_grads(m, b, images, labels, &loss, logits) == SMOE_OK, "%s", smoe_last_error(ctx));
+        double worst = 0;
+        const smoe_st_tensor *t = smoe_st_find(&ex, "logits");
+        float want[64];
+        smoe_st_copy_f32(t, want, &err);
+        double e = test_rel_err(logits, want, t->nbytes / 4);
+        CHECK_MSG(e <= TOL, "%s: logits relative error %.3g", device, e);
+        worst = e;
+        t = smoe_st_find(&ex, "loss");
+        CHECK(t != NULL);
+        if (t) {
+            smoe_st_copy_f32(t, want, &err);
+            e = fabs(loss - want[0]) / fabs(want[0]);
+            CHECK_MSG(e <= TOL, "%s: loss %.7f, expected %.7f", device, loss, want[0]);
+            if (e > worst) worst = e;
+        }
+        /* inference alone gives the same logits */
+        float logits2[64];
+        CHECK(smoe_vit_infer(m, b, images, logits2) == SMOE_OK);
+        CHECK(test_rel_err(logits2, logits, t ? (size_t)b * 5 : 0) < 1e-6);
+        int n = smoe_model_param_count(m), checked = 0;
+        for (int i = 0; i < n; i++) {
+            smoe_param_info info;
+            smoe_model_param_info(m, i, &info);
+            char name[160];
+            snprintf(name, sizeof name, "grad.%s", info.name);
+            const smoe_st_tensor *g = smoe_st_find(&ex, name);
+            CHECK_MSG(g != NULL, "expected file lacks %s", name);
+            if (!g) continue;
+            float *got = malloc(info.count * 4), *exp_ = malloc(info.count * 4);
+            CHECK(smoe_model_get_grad(m, i, got) == SMOE_OK);
+            CHECK(smoe_st_copy_f32(g, exp_, &err) == SMOE_OK);
+            e = test_rel_err(got, exp_, info.count);
+            CHECK_MSG(e <= TOL, "%s: %s relative error %.3g", device, name, e);
+            if (e > worst) worst = e;
+            checked++;
+            free(got);
+            free(exp_);
+        }
+        CHECK(checked == n && n > 0);
+        printf("  golden ViT on %s: %d gradients, worst relative error %.3g\n", device, checked, worst);
+        free(images);
+    }
+    smoe_st_free(&in);
+    smoe_st_free(&ex);
+    test_close(ctx);
+}
+
+static smoe_vit_config small_config(void)
+{
+    smoe_vit_config c = {.image_size = 8, .patch_size = 4, .channels = 1, .dim = 16, .depth = 2, .heads = 2,
+                         .mlp_dim = 24, .experts = 4, .slots_per_expert = 2, .num_classes = 3};
+    c.moe_layers[0] = 1;
+    c.moe_count = 1;
+    return c;
+}
+
+/* A learnable toy task: the class is which third of the image is brightest. */
+static void toy_batch(int b, uint64_t *seed, float *images, int32_t *labels)
+{
+    for (int i = 0; i < b; i++) {
+        int cls = (int)((*seed >> 7) % 3);
+        labels[i] = cls;
+        for (int p = 0; p < 64; p++) {
+            int third = (p % 8) * 3 / 8;
+            images[i * 64 + p] = 0.5f * (test_rand(seed) + 1.0f) * 0.3f + (third == cls ? 0.6f : 0.0f);
+        }
+        test_rand(seed);
+    }
+}
+
+static void train_agreement(void)
+{
+    smoe_context *cpu = test_open("cpu"), *vk = test_open("vulkan");
+    if (!cpu || !vk) return;
+    smoe_vit_config c = small_config();
+    smoe_model *mc = NULL, *mv = NULL;
+    CHECK(smoe_vit_create(cpu, &c, 7, &mc) == SMOE_OK);
+    CHECK(smoe_vit_create(vk, &c, 7, &mv) == SMOE_OK);
+    if (!mc || !mv) return;
+    smoe_train_config cfg;
+    smoe_train_config_default(&cfg);
+    cfg.lr = 3e-3f;
+    cfg.warmup_steps = 2;
+    cfg.total_steps = 30;
+    /* Some gradients are zero in exact arithmetic (the key bias: softmax ignores a constant per
+     * row) and rounding noise in float. Adam with a tiny eps turns noise into full-size steps of
+     * either sign, so both paths are compared with an eps above that noise. */
+    cfg.eps = 1e-4f;
+    enum { B = 12 };
+    float images[B * 64], logits[B * 3];
+    int32_t labels[B];
+    uint64_t seed = 99;
+    float first[2] = {0}, last[2] = {0};
+    for (int step = 0; step < 30; step++) {
+        toy_batch(B, &seed, images, labels);
+        for (int k = 0; k < 2; k++) {
+            float loss = 0;
+            smoe_status st = smoe_vit_train_step(k ? mv : mc, &cfg, B, images, labels, &loss, logits);
+            CHECK_MSG(st == SMOE_OK, "%s", smoe_last_error(k ? vk : cpu));
+            if (step == 0) first[k] = loss;
+            last[k] = loss;
+        }
+        if (step == 2) { /* parameters after three steps agree */
+            double worst = 0;
+            for (int i = 0; i < smoe_model_param_count(mc); i++) {
+                smoe_param_info info;
+                smoe_model_param_info(mc, i, &info);
+                float *a = malloc(info.count * 4), *b = malloc(info.count * 4);
+                smoe_model_get_param(mc, i, a);
+                smoe_model_get_param(mv, i, b);
+                double e = test_rel_err(b, a, info.count);
+                if (e > worst) worst = e;
+                CHECK_MSG(e <= 1e-4, "after 3 steps %s differs by %.3g", info.name, e);
+                free(a);
+                free(b);
+            }
+            printf("  CPU vs Vulkan after 3 training steps: worst relative parameter difference %.3g\n", worst);
+        }
+    }
+    for (int k = 0; k < 2; k++) {
+        printf("  %s: loss %.4f -> %.4f over 30 steps\n", k ? "vulkan" : "cpu", first[k], last[k]);
+        CHECK_MSG(last[k] < 0.7f * first[k], "%s: the loss did not fall (%.4f -> %.4f)", k ? "vulkan" : "cpu", first[k], last[k]);
+    }
+    CHECK(smoe_model_train_step_count(mc) == 30);
+    test_close(cpu);
+    test_close(vk);
+}
+
+/* Save/load round trips are bit-identical, and resuming from a checkpoint continues the curve. */
+static void save_resume(const char *device)
+{
+    smoe_context *ctx = test_open(device);
+    if (!ctx) return;
+    char dir[] = "/tmp/softmoe_test_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char model_path[256], ckpt[256];
+    snprintf(model_path, sizeof model_path, "%s/model.safetensors", dir);
+    snprintf(ckpt, sizeof ckpt, "%s/ckpt.safetensors", dir);
+    smoe_vit_config c = small_config();
+    smoe_train_config cfg;
+    smoe_train_config_default(&cfg);
+    cfg.warmup_steps = 2;
+    cfg.total_steps = 8;
+    enum { B = 6 };
+    float images[8][B * 64];
+    int32_t labels[8][B];
+    uint64_t seed = 5;
+    for (int s = 0; s < 8; s++) toy_batch(B, &seed, images[s], labels[s]);
+    smoe_model *a = NULL, *b = NULL, *r = NULL;
+    CHECK(smoe_vit_create(ctx, &c, 3, &a) == SMOE_OK);
+    if (!a) return;
+    float loss_a[8], loss_r[8];
+    for (int s = 0; s < 8; s++) {
+        CHECK(smoe_vit_train_step(a, &cfg, B, images[s], labels[s], &loss_a[s], NULL) == SMOE_OK);
+        if (s == 3) CHECK_MSG(smoe_model_save(a, ckpt, 1) == SMOE_OK, "%s", smoe_last_error(ctx));
+    }
+    CHECK(smoe_model_save(a, model_path, 0) == SMOE_OK);
+    CHECK(smoe_model_load_file(ctx, model_path, &b) == SMOE_OK);
+    CHECK(smoe_model_load_file(ctx, ckpt, &r) == SMOE_OK);
+    if (b) {
+        int same = 1;
+        for (int i = 0; i < smoe_model_param_count(a); i++) {
+            smoe_param_info info;
+            smoe_model_param_info(a, i, &info);
+            float *x = malloc(info.count * 4), *y = malloc(info.count * 4);
+            smoe_model_get_param(a, i, x);
+            smoe_model_get_param(b, i, y);
+            same &= !memcmp(x, y, info.count * 4);
+            free(x);
+            free(y);
+        }
+        CHECK_MSG(same, "%s: parameters changed in a save/load round trip", device);
+    }
+    if (r) {
+        CHECK(smoe_model_train_step_count(r) == 4);
+        for (int s = 4; s < 8; s++) CHECK(smoe_vit_train_step(r, &cfg, B, images[s], labels[s], &loss_r[s], NULL) == SMOE_OK);
+        for (int s = 4; s < 8; s++)
+            CHECK_MSG(loss_r[s] == loss_a[s], "%s: resumed step %d loss %.9g, uninterrupted %.9g", device, s + 1, loss_r[s],
+                      loss_a[s]);
+    }
+    unlink(model_path);
+    unlink(ckpt);
+    rmdir(dir);
+    test_close(ctx);
+}
+
+static void bad_inputs(void)
+{
+    smoe_context *ctx = test_open("cpu");
+    if (!ctx) return;
+    smoe_vit_config c = small_config();
+    smoe_vit_config bad = c;
+    bad.heads = 3; /* 16 not divisible by 3 */
+    smoe_model *m = NULL;
+    CHECK(smoe_vit_create(ctx, &bad, 1, &m) == SMOE_ERROR_BAD_FORMAT && m == NULL);
+    CHECK(strstr(smoe_last_error(ctx), "heads") != NULL);
+    bad = c;
+    bad.image_size = 10;
+    CHECK(smoe_vit_create(ctx, &bad, 1, &m) == SMOE_ERROR_BAD_FORMAT);
+    CHECK(smoe_vit_config_parse(ctx, "{\"image_size\": 8}", &bad) == SMOE_ERROR_BAD_FORMAT);
+    CHECK(strstr(smoe_last_error(ctx), "missing") != NULL);
+    CHECK(smoe_vit_create(ctx, &c, 1, &m) == SMOE_OK);
+    float images[64] = {0}, logits[3];
+    int32_t label = 5;
+    float loss;
+    images[3] = NAN;
+    CHECK(smoe_vit_infer(m, 1, images, logits) == SMOE_ERROR_NOT_FINITE);
+    CHECK(strstr(smoe_last_error(ctx), "images[3]") != NULL);
+    images[3] = 0;
+    CHECK(smoe_vit_loss_grads(m, 1, images, &label, &loss, logits) == SMOE_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(smoe_last_error(ctx), "labels[0]") != NULL);
+    test_close(ctx);
+}
+
+int main(int argc, char **argv)
+{
+    golden_dir = argc > 1 ? argv[1] : "tests/golden";
+    golden("cpu");
+    golden("vulkan");
+    bad_inputs();
+    train_agreement();
+    save_resume("cpu");
+    save_resume("vulkan");
+    return test_finish("test_vit");
+}
