@@ -25,12 +25,14 @@ typedef struct smoe_dataset {
 } smoe_dataset;
 
 /* Loads the training split (train = 1, 60000 images) or the test split (train = 0, "t10k", 10000
- * images) from dir; dir NULL means $SOFTMOE_FMNIST_DIR when set and not empty, else
- * SMOE_FMNIST_DEFAULT_DIR. *out is zeroed first and stays zeroed on failure (nothing leaks).
+ * images) from dir; dir NULL (or "") means $SOFTMOE_FMNIST_DIR when set and not empty, else
+ * SMOE_FMNIST_DEFAULT_DIR. (zlib reads a file that is not gzipped as it is, so uncompressed IDX
+ * data under the .gz names is accepted too.) *out is zeroed first and stays zeroed on failure (nothing leaks).
  * Errors: SMOE_ERROR_INVALID_ARGUMENT (out NULL, path too long), SMOE_ERROR_IO (a file cannot be
  * opened or read; the message names the path and the package), SMOE_ERROR_BAD_FORMAT (bad magic,
  * zero or absurd dimensions, truncated or trailing data, corrupt gzip stream, images/labels count
- * mismatch, a label >= 10), SMOE_ERROR_OUT_OF_HOST_MEMORY. Thread-safe (uses getenv). */
+ * mismatch, a label >= 10), SMOE_ERROR_OUT_OF_HOST_MEMORY. Thread-safe while nothing changes the
+ * environment (it reads getenv). */
 smoe_status smoe_fmnist_load(const char *dir, int train, smoe_dataset *out, smoe_err *err);
 
 /* Frees the arrays and zeroes *d. NULL and a zeroed dataset are fine. */

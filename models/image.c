@@ -24,7 +24,7 @@
 #define STBI_NO_HDR
 #define STBI_NO_GIF /* STBI_ONLY_* sets it too late to hide the GIF prototype */
 /* 2.27 declares stbi_set_unpremultiply_on_load_thread but defines it under this name; with static
- * linkage the mismatch is an "used but never defined" warning, so make the names agree. */
+ * linkage the mismatch is a "used but never defined" warning, so make the names agree. */
 #define stbi_set_unpremultiply_on_load_thread stbi__unpremultiply_on_load_thread
 #define STBI_MAX_DIMENSIONS SMOE_IMAGE_MAX_SIDE
 /* Without failure strings stb_image writes no shared state while decoding: its PNG decoder
