@@ -25,5 +25,6 @@ int cmd_run(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_classify(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 #endif

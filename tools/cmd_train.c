@@ -13,7 +13,7 @@
 
 typedef struct train_opts {
     const char *device, *out, *checkpoint, *csv, *data_dir;
-    int resume, epochs, batch, eval_batch, checkpoint_every, train_limit, eval_limit;
+    int resume, epochs, batch, eval_batch, checkpoint_every, train_limit, eval_limit, augment;
     long seed;
     smoe_vit_config model;
     smoe_train_config opt;
@@ -30,6 +30,7 @@ static void defaults(train_opts *o)
     o->eval_batch = 250;
     o->seed = 1;
     o->warmup_epochs = 1;
+    o->augment = 1;
     smoe_vit_config *m = &o->model;
     *m = (smoe_vit_config){.image_size = 28, .patch_size = 4, .channels = 1, .dim = 64, .depth = 4, .heads = 4,
                            .mlp_dim = 128, .experts = 16, .slots_per_expert = 2, .num_classes = 10};
@@ -51,6 +52,7 @@ static void usage(void)
             "  --dim N --depth N --heads N --mlp-dim N --patch N --experts N --slots N\n"
             "  --moe-layers i,j,..   Soft MoE blocks ('' or --dense: a dense ViT)\n"
             "  --train-limit N --eval-limit N   use only the first N images (quick runs)\n"
+            "  --augment 0|1         random horizontal flips and shifts of up to 2 pixels (default 1)\n"
             "  --data DIR            Fashion-MNIST directory (default /usr/share/datasets/fashion-mnist)\n"
             "A JSON config file takes the same names without dashes (\"dim\": 64, \"moe_layers\": [2, 3], ...);\n"
             "flags after it override it.\n");
@@ -82,7 +84,7 @@ static int set_option(train_opts *o, const char *name, const char *val)
         {"dim", &o->model.dim, 1, 16384},           {"depth", &o->model.depth, 1, 64},
         {"heads", &o->model.heads, 1, 1024},        {"mlp-dim", &o->model.mlp_dim, 1, 65536},
         {"patch", &o->model.patch_size, 1, 28},     {"experts", &o->model.experts, 1, 65536},
-        {"slots", &o->model.slots_per_expert, 1, 65536},
+        {"slots", &o->model.slots_per_expert, 1, 65536}, {"augment", &o->augment, 0, 1},
     };
     for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++)
         if (!strcmp(name, ints[k].name)) {
@@ -182,6 +184,30 @@ static void epoch_order(int *idx, int n, long seed, int epoch)
         idx[i] = idx[j];
         idx[j] = t;
     }
+}
+
+/* Random horizontal flip and a shift of up to 2 pixels (zero fill) per image, drawn from
+ * (seed, step) so that a resumed run sees the same images. */
+static void augment(float *images, int b, int h, int w, long seed, long step)
+{
+    uint64_t s = (uint64_t)seed * 0x2545f4914f6cdd1dull + (uint64_t)step * 0x9e3779b97f4a7c15ull + 7;
+    float *tmp = malloc((size_t)h * w * sizeof *tmp);
+    if (!tmp) return;
+    for (int i = 0; i < b; i++) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        int flip = (int)(s & 1), dx = (int)((s >> 8) % 5) - 2, dy = (int)((s >> 16) % 5) - 2;
+        float *img = images + (size_t)i * h * w;
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++) {
+                int sy = y - dy, sx = x - dx;
+                if (flip) sx = w - 1 - sx;
+                tmp[y * w + x] = sy >= 0 && sy < h && sx >= 0 && sx < w ? img[sy * w + sx] : 0.0f;
+            }
+        memcpy(img, tmp, (size_t)h * w * sizeof *tmp);
+    }
+    free(tmp);
 }
 
 /* Accuracy and mean loss on the first n test images. */
@@ -316,6 +342,7 @@ int cmd_train(int argc, char **argv)
         if (in_epoch == 0 || done_this_run == 0) epoch_order(order, n_train, o.seed, epoch);
         for (int s = in_epoch; s < steps_per_epoch && !rc; s++) {
             smoe_dataset_batch(&train, order + (size_t)s * o.batch, o.batch, images, labels);
+            if (o.augment) augment(images, o.batch, train.height, train.width, o.seed, step);
             float loss;
             st = smoe_vit_train_step(model, &o.opt, o.batch, images, labels, &loss, logits);
             if (st) {

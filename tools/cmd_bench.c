@@ -1,0 +1,390 @@
+/* softmoe bench: the Soft MoE layer (forward, forward+backward) on the paper's shapes and ViT
+ * throughput, on every device asked for, side by side, as ratios to the CPU path and fractions of
+ * each device's measured peak. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+#include <omp.h>
+
+#include "cli.h"
+#include "context.h"
+#include "pipeline.h"
+#include "record.h"
+#include "safetensors.h"
+
+#define MAX_DEVICES 8
+#define MAX_SHAPES 16
+
+typedef struct bench_opts {
+    const char *devices[MAX_DEVICES];
+    int ndev;
+    int shapes[MAX_SHAPES][5];
+    int nshape;
+    int json, repeat, skip_vit, vit_batch;
+    const char *vit_model;
+} bench_opts;
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* ---- Peaks ---- */
+
+typedef float v16 __attribute__((vector_size(64)));
+typedef float v8 __attribute__((vector_size(32)));
+
+#define FMA_ROUNDS 4000000L
+__attribute__((target("avx512f"))) static float fma_loop16(long n)
+{
+    v16 a[8], m, c;
+    for (int i = 0; i < 16; i++) m[i] = 0.999999f, c[i] = 1e-7f;
+    for (int k = 0; k < 8; k++)
+        for (int i = 0; i < 16; i++) a[k][i] = (float)(k + i) * 1e-3f;
+    for (long r = 0; r < n; r++)
+        for (int k = 0; k < 8; k++) a[k] = a[k] * m + c;
+    float s = 0;
+    for (int k = 0; k < 8; k++) s += a[k][0];
+    return s;
+}
+
+__attribute__((target("avx2,fma"))) static float fma_loop8(long n)
+{
+    v8 a[8], m, c;
+    for (int i = 0; i < 8; i++) m[i] = 0.999999f, c[i] = 1e-7f;
+    for (int k = 0; k < 8; k++)
+        for (int i = 0; i < 8; i++) a[k][i] = (float)(k + i) * 1e-3f;
+    for (long r = 0; r < n; r++)
+        for (int k = 0; k < 8; k++) a[k] = a[k] * m + c;
+    float s = 0;
+    for (int k = 0; k < 8; k++) s += a[k][0];
+    return s;
+}
+
+/* FMA peak of all cores with the widest vectors the CPU has, GFLOP/s. */
+static double cpu_peak(void)
+{
+    __builtin_cpu_init();
+    int width = __builtin_cpu_supports("avx512f") ? 16 : __builtin_cpu_supports("avx2") ? 8 : 0;
+    if (!width) return 0;
+    volatile float sink = 0;
+    int threads = 1;
+    double t0 = cli_now();
+#pragma omp parallel reduction(+ : sink)
+    {
+#pragma omp single
+        threads = omp_get_num_threads();
+        sink += width == 16 ? fma_loop16(FMA_ROUNDS) : fma_loop8(FMA_ROUNDS);
+    }
+    double t = cli_now() - t0;
+    return (double)threads * FMA_ROUNDS * 8 * width * 2 / t / 1e9;
+}
+
+/* cblas_sgemm on 1024^3, GFLOP/s (best of 5). */
+static double sgemm_peak(void)
+{
+    int n = 1024;
+    float *a = malloc((size_t)n * n * 4), *b = malloc((size_t)n * n * 4), *c = malloc((size_t)n * n * 4);
+    if (!a || !b || !c) return 0;
+    for (size_t i = 0; i < (size_t)n * n; i++) a[i] = b[i] = (float)(i % 7) * 0.1f;
+    double best = 1e30;
+    for (int r = 0; r < 6; r++) {
+        double t0 = cli_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double t = cli_now() - t0;
+        if (r && t < best) best = t;
+    }
+    free(a), free(b), free(c);
+    return 2.0 * n * n * n / best / 1e9;
+}
+
+/* The peak-FMA shader on the context's Vulkan device, GFLOP/s. */
+static double vulkan_peak(smoe_context *ctx)
+{
+    smoe_gpu *gpu = smoe_ctx_gpu(ctx);
+    if (!gpu) return 0;
+    smoe_err err;
+    uint32_t wg = 64, groups = 4096, iters = gpu->quirks & SMOE_QUIRK_CPU_DRIVER ? 256 : 4096;
+    if (gpu->quirks & SMOE_QUIRK_CPU_DRIVER) groups = 256;
+    smoe_arena a;
+    smoe_arena_init(&a, gpu, "peak");
+    smoe_tensor out;
+    double gflops = 0;
+    const smoe_pipeline *pl;
+    uint32_t spec[4] = {wg, 1, 1, iters};
+    if (!smoe_arena_reserve(&a, (uint64_t)wg * groups * 4, &out, &err) && !smoe_arena_commit(&a, &err) &&
+        !smoe_pipeline_get(gpu, "peak_fma", 1, 0, spec, 4, &pl, &err)) {
+        smoe_program p;
+        smoe_binding b = {out, SMOE_WRITE};
+        uint32_t g[3] = {groups, 1, 1};
+        if (!smoe_program_begin(gpu, &p, &err) && !smoe_program_dispatch(&p, pl, &b, 1, NULL, 0, g, &err) &&
+            !smoe_program_end(&p, &err)) {
+            double best = 1e30;
+            for (int r = 0; r < 4; r++) {
+                double t0 = cli_now();
+                if (smoe_program_run(&p, &err)) break;
+                double t = cli_now() - t0;
+                if (r && t < best) best = t;
+            }
+            if (best < 1e30) gflops = (double)wg * groups * iters * 64 / best / 1e9;
+        }
+        smoe_program_destroy(&p);
+    }
+    smoe_arena_release(&a);
+    return gflops;
+}
+
+/* ---- The layer ---- */
+
+static uint8_t *layer_model(int d, int n, int p, int h, size_t *size)
+{
+    size_t counts[6] = {(size_t)d * n * p, 1, (size_t)n * h * d, (size_t)n * h, (size_t)n * d * h, (size_t)n * d};
+    int64_t shapes[6][3] = {{d, n, p}, {1}, {n, h, d}, {n, h}, {n, d, h}, {n, d}};
+    int ndims[6] = {3, 1, 3, 2, 3, 2};
+    smoe_st_entry e[6];
+    float *data[6];
+    uint64_t s = 12345;
+    for (int i = 0; i < 6; i++) {
+        data[i] = malloc(counts[i] * 4);
+        for (size_t k = 0; data[i] && k < counts[i]; k++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            data[i][k] = ((float)(s >> 40) / 16777216.0f - 0.5f) * 0.1f;
+        }
+        e[i] = (smoe_st_entry){smoe_layer_param_name(i), SMOE_F32, ndims[i], {0}, data[i]};
+        memcpy(e[i].shape, shapes[i], sizeof shapes[i]);
+    }
+    if (data[1]) data[1][0] = 1.0f;
+    smoe_st_meta meta = {"softmoe.kind", "layer"};
+    uint8_t *img = NULL;
+    smoe_err err;
+    if (smoe_st_serialize(e, 6, &meta, 1, &img, size, &err)) img = NULL;
+    for (int i = 0; i < 6; i++) free(data[i]);
+    return img;
+}
+
+typedef struct result {
+    double ms_min, ms_median;
+} result;
+
+static int time_layer(smoe_context *ctx, const int *sh, int backward, int repeat, result *r)
+{
+    int b = sh[0], m = sh[1], d = sh[2], n = sh[3], p = sh[4], h = 4 * d;
+    size_t size;
+    uint8_t *img = layer_model(d, n, p, h, &size);
+    smoe_model *model = NULL;
+    if (!img || smoe_model_load_memory(ctx, img, size, &model)) {
+        free(img);
+        return cli_fail(ctx, SMOE_ERROR_OUT_OF_HOST_MEMORY, "making the layer");
+    }
+    free(img);
+    size_t io = (size_t)b * m * d;
+    float *x = malloc(io * 4), *y = malloc(io * 4), *dy = malloc(io * 4), *dx = malloc(io * 4);
+    for (size_t i = 0; x && dy && i < io; i++) x[i] = (float)((i * 2654435761u) % 1000) * 1e-3f, dy[i] = 1e-3f;
+    double *t = calloc((size_t)repeat, sizeof *t);
+    int rc = 0;
+    for (int k = -2; k < repeat && !rc; k++) { /* two warm-up runs: pipelines, recording */
+        double t0 = cli_now();
+        smoe_status st = backward ? smoe_layer_forward_backward(model, b, m, x, dy, y, dx, NULL) : smoe_layer_forward(model, b, m, x, y);
+        if (st) rc = cli_fail(ctx, st, "running the layer");
+        if (k >= 0) t[k] = (cli_now() - t0) * 1e3;
+    }
+    if (!rc) {
+        qsort(t, (size_t)repeat, sizeof *t, cmp_double);
+        r->ms_min = t[0];
+        r->ms_median = t[repeat / 2];
+    }
+    free(t), free(x), free(y), free(dy), free(dx);
+    smoe_model_free(model);
+    return rc;
+}
+
+static double layer_gflop(const int *sh, int backward)
+{
+    double b = sh[0], m = sh[1], d = sh[2], S = (double)sh[3] * sh[4], h = 4.0 * sh[2];
+    double fwd = b * (6 * m * S * d + 4 * S * d * h);
+    return (backward ? 3 * fwd : fwd) / 1e9;
+}
+
+/* Bytes of expert weights one pass streams (read once forward; read and gradients written backward). */
+static double layer_weight_bytes(const int *sh, int backward)
+{
+    double w = 2.0 * sh[3] * sh[2] * 4.0 * sh[2] * 4;
+    return backward ? 3 * w : w;
+}
+
+/* ---- The ViT ---- */
+
+static int time_vit(smoe_context *ctx, const bench_opts *o, double *infer_ips, double *train_ips, char *name, size_t name_size)
+{
+    smoe_model *model = NULL;
+    smoe_status st;
+    if (o->vit_model) {
+        st = smoe_model_load_file(ctx, o->vit_model, &model);
+        snprintf(name, name_size, "%s", o->vit_model);
+    } else {
+        /* The reference configuration (PyTorch: 113 img/s training, 369 inference). */
+        smoe_vit_config c = {.image_size = 28, .patch_size = 4, .channels = 1, .dim = 96, .depth = 6, .heads = 3,
+                             .mlp_dim = 384, .experts = 16, .slots_per_expert = 3, .num_classes = 10};
+        c.moe_layers[0] = 3, c.moe_layers[1] = 4, c.moe_layers[2] = 5, c.moe_count = 3;
+        st = smoe_vit_create(ctx, &c, 1, &model);
+        snprintf(name, name_size, "vit dim96 depth6 16x3 experts");
+    }
+    if (st) return cli_fail(ctx, st, "making the ViT");
+    int B = o->vit_batch;
+    smoe_vit_config c;
+    smoe_vit_get_config(model, &c);
+    size_t per = (size_t)c.channels * c.image_size * c.image_size;
+    float *images = malloc(per * B * 4), *logits = malloc((size_t)B * c.num_classes * 4), loss;
+    int32_t *labels = malloc((size_t)B * 4);
+    for (size_t i = 0; images && i < per * B; i++) images[i] = (float)(i % 255) / 255.0f;
+    for (int i = 0; labels && i < B; i++) labels[i] = i % c.num_classes;
+    smoe_train_config cfg;
+    smoe_train_config_default(&cfg);
+    int rc = 0, reps = smoe_ctx_gpu(ctx) && (smoe_ctx_gpu(ctx)->quirks & SMOE_QUIRK_CPU_DRIVER) ? 2 : 5;
+    for (int mode = 0; mode < 2 && !rc; mode++) {
+        double best = 1e30;
+        for (int k = -1; k < reps && !rc; k++) {
+            double t0 = cli_now();
+            st = mode ? smoe_vit_train_step(model, &cfg, B, images, labels, &loss, NULL) : smoe_vit_infer(model, B, images, logits);
+            if (st) rc = cli_fail(ctx, st, mode ? "training" : "inference");
+            double t = cli_now() - t0;
+            if (k >= 0 && t < best) best = t;
+        }
+        *(mode ? train_ips : infer_ips) = B / best;
+    }
+    free(images), free(logits), free(labels);
+    smoe_model_free(model);
+    return rc;
+}
+
+/* ---- The command ---- */
+
+static void device_label(smoe_context *ctx, char *label, size_t size, char *name, size_t name_size)
+{
+    smoe_device_info info;
+    smoe_context_device(ctx, &info, NULL);
+    if (info.index < 0) snprintf(label, size, "cpu");
+    else snprintf(label, size, "vulkan:%d", info.index);
+    snprintf(name, name_size, "%s", info.name);
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    bench_opts o = {.repeat = 5, .vit_batch = 128};
+    for (int i = 1; i < argc; i++) {
+        long v;
+        if (!strcmp(argv[i], "--json")) o.json = 1;
+        else if (!strcmp(argv[i], "--no-vit")) o.skip_vit = 1;
+        else if (!strcmp(argv[i], "--device") && i + 1 < argc && o.ndev < MAX_DEVICES) o.devices[o.ndev++] = argv[++i];
+        else if (!strcmp(argv[i], "--vit") && i + 1 < argc) o.vit_model = argv[++i];
+        else if (!strcmp(argv[i], "--repeat") && i + 1 < argc && cli_int(argv[i + 1], 1, 1000, &v)) o.repeat = (int)v, i++;
+        else if (!strcmp(argv[i], "--vit-batch") && i + 1 < argc && cli_int(argv[i + 1], 1, 4096, &v)) o.vit_batch = (int)v, i++;
+        else if (!strcmp(argv[i], "--shape") && i + 1 < argc && o.nshape < MAX_SHAPES) {
+            int *s = o.shapes[o.nshape];
+            if (sscanf(argv[++i], "%d,%d,%d,%d,%d", &s[0], &s[1], &s[2], &s[3], &s[4]) != 5 || s[0] < 1 || s[1] < 1 ||
+                s[2] < 1 || s[3] < 1 || s[4] < 1) {
+                fprintf(stderr, "softmoe bench: --shape wants b,m,d,n,p\n");
+                return 2;
+            }
+            o.nshape++;
+        } else {
+            fprintf(stderr, "usage: softmoe bench [--device D]... [--shape b,m,d,n,p]... [--json] [--repeat N]\n"
+                            "                     [--no-vit] [--vit MODEL] [--vit-batch N]\n"
+                            "default: cpu and every Vulkan device; the paper's shapes (expert hidden 4d)\n");
+            return 2;
+        }
+    }
+    if (!o.nshape) {
+        const int paper[4][5] = {{8, 196, 384, 128, 1}, {8, 196, 384, 32, 4}, {4, 256, 768, 128, 2}, {32, 64, 256, 16, 4}};
+        memcpy(o.shapes, paper, sizeof paper);
+        o.nshape = 4;
+    }
+    char vk_names[MAX_DEVICES][24];
+    if (!o.ndev) {
+        o.devices[o.ndev++] = "cpu";
+        smoe_context *probe = NULL;
+        int n = 0;
+        if (!smoe_context_create(&probe) && !smoe_device_count(probe, &n))
+            for (int i = 1; i < n && o.ndev < MAX_DEVICES; i++) {
+                snprintf(vk_names[o.ndev], sizeof vk_names[0], "vulkan:%d", i - 1);
+                o.devices[o.ndev] = vk_names[o.ndev];
+                o.ndev++;
+            }
+        smoe_context_destroy(probe);
+    }
+    /* results[device][shape][pass] */
+    static result res[MAX_DEVICES][MAX_SHAPES][2];
+    double peak[MAX_DEVICES] = {0}, gemm = 0, vit_inf[MAX_DEVICES] = {0}, vit_train[MAX_DEVICES] = {0};
+    char label[MAX_DEVICES][32], dname[MAX_DEVICES][256], vit_name[256] = "";
+    int cpu_index = -1, rc = 0;
+    for (int dv = 0; dv < o.ndev && !rc; dv++) {
+        smoe_context *ctx = cli_open(o.devices[dv]);
+        if (!ctx) return 1;
+        device_label(ctx, label[dv], sizeof label[dv], dname[dv], sizeof dname[dv]);
+        int is_cpu = smoe_ctx_gpu(ctx) == NULL;
+        if (is_cpu) cpu_index = dv;
+        fprintf(stderr, "bench: %s (%s): peak...\n", label[dv], dname[dv]);
+        peak[dv] = is_cpu ? cpu_peak() : vulkan_peak(ctx);
+        if (is_cpu) gemm = sgemm_peak();
+        for (int s = 0; s < o.nshape && !rc; s++)
+            for (int pass = 0; pass < 2 && !rc; pass++) {
+                const int *sh = o.shapes[s];
+                fprintf(stderr, "bench: %s layer (%d,%d,%d,%d,%d) %s...\n", label[dv], sh[0], sh[1], sh[2], sh[3], sh[4],
+                        pass ? "forward+backward" : "forward");
+                int reps = !is_cpu && (smoe_ctx_gpu(ctx)->quirks & SMOE_QUIRK_CPU_DRIVER) && o.repeat > 3 ? 3 : o.repeat;
+                rc = time_layer(ctx, sh, pass, reps, &res[dv][s][pass]);
+            }
+        if (!o.skip_vit && !rc) {
+            fprintf(stderr, "bench: %s ViT...\n", label[dv]);
+            rc = time_vit(ctx, &o, &vit_inf[dv], &vit_train[dv], vit_name, sizeof vit_name);
+        }
+        smoe_context_destroy(ctx);
+    }
+    if (rc) return rc;
+    for (int dv = 0; dv < o.ndev; dv++) {
+        for (int s = 0; s < o.nshape; s++)
+            for (int pass = 0; pass < 2; pass++) {
+                const int *sh = o.shapes[s];
+                result *r = &res[dv][s][pass];
+                double gf = layer_gflop(sh, pass) / (r->ms_min / 1e3);
+                double vs_cpu = cpu_index >= 0 ? res[cpu_index][s][pass].ms_min / r->ms_min : 0;
+                double gbs = layer_weight_bytes(sh, pass) / (r->ms_min / 1e3) / 1e9;
+                if (o.json)
+                    printf("{\"device\": \"%s\", \"device_name\": \"%s\", \"kind\": \"layer\", \"shape\": [%d, %d, %d, %d, %d], "
+                           "\"pass\": \"%s\", \"ms_min\": %.3f, \"ms_median\": %.3f, \"gflops\": %.2f, \"speedup_vs_cpu\": %.3f, "
+                           "\"fraction_of_peak\": %.4f, \"weight_gbytes_per_second\": %.2f}\n",
+                           label[dv], dname[dv], sh[0], sh[1], sh[2], sh[3], sh[4], pass ? "forward+backward" : "forward",
+                           r->ms_min, r->ms_median, gf, vs_cpu, peak[dv] > 0 ? gf / peak[dv] : 0, gbs);
+                else
+                    printf("%-9s (%3d,%3d,%3d,%3d,%d) %-16s %9.2f ms (median %9.2f) %7.1f GFLOP/s  %5.2fx cpu  %5.1f%% of peak  "
+                           "weights %.1f GB/s\n",
+                           label[dv], sh[0], sh[1], sh[2], sh[3], sh[4], pass ? "forward+backward" : "forward", r->ms_min,
+                           r->ms_median, gf, vs_cpu, peak[dv] > 0 ? 100 * gf / peak[dv] : 0, gbs);
+            }
+        if (!o.skip_vit) {
+            if (o.json)
+                printf("{\"device\": \"%s\", \"device_name\": \"%s\", \"kind\": \"vit\", \"model\": \"%s\", \"batch\": %d, "
+                       "\"inference_images_per_second\": %.1f, \"training_images_per_second\": %.1f}\n",
+                       label[dv], dname[dv], vit_name, o.vit_batch, vit_inf[dv], vit_train[dv]);
+            else
+                printf("%-9s ViT (%s), batch %d: inference %.0f images/s, training %.0f images/s\n", label[dv], vit_name,
+                       o.vit_batch, vit_inf[dv], vit_train[dv]);
+        }
+        if (o.json)
+            printf("{\"device\": \"%s\", \"device_name\": \"%s\", \"kind\": \"peak\", \"fma_gflops\": %.1f%s}\n", label[dv],
+                   dname[dv], peak[dv], dv == cpu_index ? "" : "");
+        else
+            printf("%-9s peak FMA %.1f GFLOP/s%s\n", label[dv], peak[dv], dname[dv][0] ? "" : "");
+        if (dv == cpu_index) {
+            if (o.json)
+                printf("{\"device\": \"cpu\", \"kind\": \"sgemm\", \"shape\": [1024, 1024, 1024], \"gflops\": %.1f}\n", gemm);
+            else
+                printf("cpu       cblas_sgemm 1024^3: %.1f GFLOP/s\n", gemm);
+        }
+    }
+    return 0;
+}
