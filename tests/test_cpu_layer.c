@@ -244,6 +244,12 @@ int main(void)
         {3, 50, 33, 7, 3, 65},  /* S = 21 < m = 50 */
         {5, 40, 64, 40, 1, 96}, /* S = 40 spans two column blocks */
         {2, 70, 48, 9, 4, 100}, /* S = 36 < m = 70 */
+        /* sizes that take the other matmul paths and cross the cache blocks: b*p > 16 and > 32
+         * rows per expert, b*m > 512 tokens, inner sizes > 256, h > 2048 */
+        {5, 110, 36, 6, 4, 300},
+        {9, 6, 20, 2, 4, 24},
+        {9, 2, 4, 1, 4, 2100},
+        {1, 4, 8, 1, 1, 2100},
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         check_cpu_against_reference(shapes[i]);
