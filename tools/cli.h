@@ -13,6 +13,8 @@ void cli_log(void *user, smoe_log_level level, const char *msg);
 int cli_fail(smoe_context *ctx, smoe_status st, const char *what);
 /* A context on device (NULL: the default), logging to stderr; NULL after printing why. */
 smoe_context *cli_open(const char *device);
+/* Destroys ctx; returns rc, or 1 if the validation layer (SOFTMOE_VALIDATION) reported anything. */
+int cli_close(smoe_context *ctx, int rc);
 /* Seconds on a monotonic clock. */
 double cli_now(void);
 /* "1h02m" / "3m05s" / "12s" */

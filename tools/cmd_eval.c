@@ -108,8 +108,7 @@ int cmd_eval(int argc, char **argv)
     }
     free(images), free(logits), free(labels), free(idx);
     smoe_dataset_free(&test);
-    smoe_context_destroy(ctx);
-    return rc;
+    return cli_close(ctx, rc);
 }
 
 int cmd_classify(int argc, char **argv)
@@ -179,6 +178,5 @@ int cmd_classify(int argc, char **argv)
         printf("\n");
     }
     free(images), free(logits);
-    smoe_context_destroy(ctx);
-    return rc;
+    return cli_close(ctx, rc);
 }

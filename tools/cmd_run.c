@@ -198,6 +198,5 @@ int cmd_run(int argc, char **argv)
     else if (smoe_model_get_kind(model) == SMOE_MODEL_VIT) rc = run_vit_file(ctx, model, &o, &in);
     else rc = run_layer_file(ctx, model, &o, &in);
     smoe_st_free(&in);
-    smoe_context_destroy(ctx);
-    return rc;
+    return cli_close(ctx, rc);
 }

@@ -399,7 +399,6 @@ int cmd_train(int argc, char **argv)
     free(images), free(logits), free(labels), free(order);
     smoe_dataset_free(&train);
     smoe_dataset_free(&test);
-    smoe_context_destroy(ctx);
     cJSON_Delete(o.config_tree);
-    return rc;
+    return cli_close(ctx, rc);
 }

@@ -41,6 +41,14 @@ smoe_context *cli_open(const char *device)
     return ctx;
 }
 
+int cli_close(smoe_context *ctx, int rc)
+{
+    int n = smoe_validation_message_count(ctx);
+    if (n) fprintf(stderr, "softmoe: the Vulkan validation layer reported %d message(s)\n", n);
+    smoe_context_destroy(ctx);
+    return n ? 1 : rc;
+}
+
 double cli_now(void)
 {
     struct timespec ts;
