@@ -3,6 +3,7 @@
 #include "context.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,6 +149,59 @@ smoe_status smoe_context_open_device(smoe_context *ctx, const char *spec)
     }
     ctx->device_index = index;
     ctx->opened = 1;
+    smoe_ctx_log(ctx, SMOE_LOG_INFO, "device: %s (%s)", ctx->device.name, ctx->reason);
+    return SMOE_OK;
+}
+
+smoe_status smoe_context_open_vulkan_external(smoe_context *ctx, const smoe_vulkan_external *ext)
+{
+    if (!ctx) return SMOE_ERROR_INVALID_ARGUMENT;
+    const char *what = "smoe_context_open_vulkan_external";
+    if (ctx->opened)
+        return smoe_ctx_fail(ctx, SMOE_ERROR_INVALID_ARGUMENT, "%s: this context already opened %s; create another context",
+                             what, ctx->device.name);
+    if (!ext) return smoe_ctx_fail(ctx, SMOE_ERROR_INVALID_ARGUMENT, "%s: NULL ext", what);
+    /* The first version of the struct ends with queue_lock_user; later versions may add fields. */
+    size_t first_size = offsetof(smoe_vulkan_external, queue_lock_user) + sizeof ext->queue_lock_user;
+    if (ext->struct_size < first_size)
+        return smoe_ctx_fail(ctx, SMOE_ERROR_INVALID_ARGUMENT,
+                             "%s: ext->struct_size is %u; set it to sizeof(smoe_vulkan_external)", what, ext->struct_size);
+    const char *null = !ext->get_instance_proc_addr ? "get_instance_proc_addr"
+                       : !ext->instance             ? "instance"
+                       : !ext->physical_device      ? "physical_device"
+                       : !ext->device               ? "device"
+                       : !ext->queue                ? "queue"
+                                                    : NULL;
+    if (null) return smoe_ctx_fail(ctx, SMOE_ERROR_INVALID_ARGUMENT, "%s: ext->%s is NULL", what, null);
+    if (!ext->queue_lock != !ext->queue_unlock)
+        return smoe_ctx_fail(ctx, SMOE_ERROR_INVALID_ARGUMENT, "%s: give both queue_lock and queue_unlock, or neither", what);
+
+    /* An instance of our own, made for an earlier device listing, is not needed any more. */
+    if (ctx->vk_tried) smoe_vk_instance_destroy(&ctx->vi);
+    ctx->vk_tried = 0;
+    ctx->vi.on_validation = on_validation;
+    ctx->vi.on_validation_user = ctx;
+    smoe_err err = {{0}};
+    /* The handle types differ between this header and Vulkan's only in name (void * against
+     * dispatchable handles, one function pointer type against another of the same signature). */
+    PFN_vkGetInstanceProcAddr gipa = (PFN_vkGetInstanceProcAddr)(void (*)(void))ext->get_instance_proc_addr;
+    smoe_status st = smoe_vk_instance_adopt(&ctx->vi, gipa, (VkInstance)ext->instance,
+                                            (VkPhysicalDevice)ext->physical_device, &err);
+    if (!st) {
+        st = smoe_gpu_adopt(&ctx->gpu, &ctx->vi, ext, &err);
+        if (st) smoe_vk_instance_destroy(&ctx->vi);
+    }
+    if (st) return smoe_ctx_error(ctx, st, &err);
+    /* Listing devices now gives the CPU path and this device; no instance is ever created. */
+    ctx->vk_tried = 1;
+    ctx->vk_status = SMOE_OK;
+    ctx->device = ctx->gpu.info;
+    ctx->device_index = 0;
+    ctx->opened = 1;
+    snprintf(ctx->reason, sizeof ctx->reason, "the application's Vulkan device (smoe_context_open_vulkan_external)");
+    char why[512];
+    if (smoe_device_quirks(&ctx->device, why, sizeof why))
+        smoe_ctx_log(ctx, SMOE_LOG_INFO, "driver quirks of %s: %s", ctx->device.name, why);
     smoe_ctx_log(ctx, SMOE_LOG_INFO, "device: %s (%s)", ctx->device.name, ctx->reason);
     return SMOE_OK;
 }

@@ -387,6 +387,49 @@ smoe_status smoe_vk_instance_create(smoe_vk_instance *vi, int validate, smoe_err
     return SMOE_OK;
 }
 
+smoe_status smoe_vk_instance_adopt(smoe_vk_instance *vi, PFN_vkGetInstanceProcAddr gipa, VkInstance instance,
+                                   VkPhysicalDevice pd, smoe_err *err)
+{
+    void (*hook)(void *, const char *) = vi->on_validation;
+    void *hook_user = vi->on_validation_user;
+    memset(vi, 0, sizeof *vi);
+    vi->on_validation = hook;
+    vi->on_validation_user = hook_user;
+    vi->fn.vkGetInstanceProcAddr = gipa;
+    vi->instance = instance;
+    vi->owns_instance = 0;
+    smoe_vk_load_instance(&vi->fn, instance);
+    const smoe_vk_instance_fns *fn = &vi->fn;
+    const char *missing = !fn->vkGetPhysicalDeviceProperties                ? "vkGetPhysicalDeviceProperties"
+                          : !fn->vkGetPhysicalDeviceMemoryProperties        ? "vkGetPhysicalDeviceMemoryProperties"
+                          : !fn->vkGetPhysicalDeviceQueueFamilyProperties   ? "vkGetPhysicalDeviceQueueFamilyProperties"
+                          : !fn->vkEnumerateDeviceExtensionProperties       ? "vkEnumerateDeviceExtensionProperties"
+                          : !fn->vkGetDeviceProcAddr                        ? "vkGetDeviceProcAddr"
+                                                                            : NULL;
+    if (missing) {
+        smoe_vk_instance_destroy(vi);
+        return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT,
+                         "the application's vkGetInstanceProcAddr returned no %s for its instance", missing);
+    }
+    VkPhysicalDeviceProperties p;
+    fn->vkGetPhysicalDeviceProperties(pd, &p);
+    if (p.apiVersion < VK_API_VERSION_1_1) {
+        smoe_vk_instance_destroy(vi);
+        return smoe_fail(err, SMOE_ERROR_UNSUPPORTED, "%s supports Vulkan %u.%u; softmoe needs 1.1", p.deviceName,
+                         VK_API_VERSION_MAJOR(p.apiVersion), VK_API_VERSION_MINOR(p.apiVersion));
+    }
+    vi->physical = calloc(1, sizeof *vi->physical);
+    vi->infos = calloc(1, sizeof *vi->infos);
+    if (!vi->physical || !vi->infos) {
+        smoe_vk_instance_destroy(vi);
+        return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    }
+    vi->physical[0] = pd;
+    fill_info(fn, pd, 0, &vi->infos[0]);
+    vi->physical_count = 1;
+    return SMOE_OK;
+}
+
 void smoe_vk_instance_destroy(smoe_vk_instance *vi)
 {
     if (vi->messenger && vi->fn.vkDestroyDebugUtilsMessengerEXT)
@@ -476,6 +519,8 @@ int smoe_gpu_memory_type(const smoe_gpu *gpu, uint32_t bits, VkMemoryPropertyFla
     return find_memory_type(&gpu->mem, bits, want);
 }
 
+static smoe_status gpu_objects(smoe_gpu *gpu, smoe_err *err);
+
 smoe_status smoe_gpu_create(smoe_gpu *gpu, const smoe_vk_instance *vi, uint32_t index, smoe_err *err)
 {
     memset(gpu, 0, sizeof *gpu);
@@ -514,16 +559,23 @@ smoe_status smoe_gpu_create(smoe_gpu *gpu, const smoe_vk_instance *vi, uint32_t 
         gpu->device = VK_NULL_HANDLE;
         return smoe_vk_fail(err, r, "vkCreateDevice");
     }
+    gpu->owns_device = 1;
     smoe_vk_load_device(fn, gpu->device, &gpu->vk);
     gpu->vk.vkGetDeviceQueue(gpu->device, gpu->queue_family, 0, &gpu->queue);
+    return gpu_objects(gpu, err);
+}
 
+/* What softmoe creates on any device, its own or the application's: command pool, pipeline cache. */
+static smoe_status gpu_objects(smoe_gpu *gpu, smoe_err *err)
+{
     VkCommandPoolCreateInfo pci = {
         .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
         .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
         .queueFamilyIndex = gpu->queue_family,
     };
-    r = gpu->vk.vkCreateCommandPool(gpu->device, &pci, NULL, &gpu->cmd_pool);
+    VkResult r = gpu->vk.vkCreateCommandPool(gpu->device, &pci, NULL, &gpu->cmd_pool);
     if (r != VK_SUCCESS) {
+        gpu->cmd_pool = VK_NULL_HANDLE;
         smoe_gpu_destroy(gpu);
         return smoe_vk_fail(err, r, "vkCreateCommandPool");
     }
@@ -535,18 +587,72 @@ smoe_status smoe_gpu_create(smoe_gpu *gpu, const smoe_vk_instance *vi, uint32_t 
     return SMOE_OK;
 }
 
+smoe_status smoe_gpu_adopt(smoe_gpu *gpu, const smoe_vk_instance *vi, const smoe_vulkan_external *ext, smoe_err *err)
+{
+    memset(gpu, 0, sizeof *gpu);
+    if (vi->physical_count < 1) return smoe_fail(err, SMOE_ERROR_INTERNAL, "no adopted physical device");
+    gpu->vi = vi;
+    gpu->physical = vi->physical[0];
+    gpu->info = vi->infos[0];
+    gpu->quirks = smoe_device_quirks(&gpu->info, NULL, 0);
+    const smoe_vk_instance_fns *fn = &vi->fn;
+
+    uint32_t n = 0;
+    fn->vkGetPhysicalDeviceQueueFamilyProperties(gpu->physical, &n, NULL);
+    VkQueueFamilyProperties *props = calloc(n ? n : 1, sizeof *props);
+    if (!props) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    fn->vkGetPhysicalDeviceQueueFamilyProperties(gpu->physical, &n, props);
+    uint32_t family = ext->queue_family_index;
+    int compute = family < n && (props[family].queueFlags & VK_QUEUE_COMPUTE_BIT);
+    uint32_t ts_bits = family < n ? props[family].timestampValidBits : 0;
+    free(props);
+    if (family >= n)
+        return smoe_fail(err, SMOE_ERROR_UNSUPPORTED, "queue family %u does not exist on %s (it has %u)", family,
+                         gpu->info.name, n);
+    if (!compute)
+        return smoe_fail(err, SMOE_ERROR_UNSUPPORTED, "queue family %u of %s has no compute (VK_QUEUE_COMPUTE_BIT)",
+                         family, gpu->info.name);
+    gpu->info.timestamps = ts_bits > 0 && gpu->info.timestamp_period_ns > 0;
+    fn->vkGetPhysicalDeviceMemoryProperties(gpu->physical, &gpu->mem);
+
+    gpu->device = (VkDevice)ext->device;
+    gpu->owns_device = 0;
+    gpu->queue = (VkQueue)ext->queue;
+    gpu->queue_family = family;
+    gpu->queue_lock = ext->queue_lock;
+    gpu->queue_unlock = ext->queue_unlock;
+    gpu->queue_lock_user = ext->queue_lock_user;
+    smoe_vk_load_device(fn, gpu->device, &gpu->vk);
+    if (!gpu->vk.vkQueueSubmit || !gpu->vk.vkCreateCommandPool || !gpu->vk.vkGetFenceStatus) {
+        memset(gpu, 0, sizeof *gpu);
+        return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "vkGetDeviceProcAddr gave no core functions for the device");
+    }
+    return gpu_objects(gpu, err);
+}
+
 void smoe_gpu_destroy(smoe_gpu *gpu)
 {
     if (!gpu->device) {
         memset(gpu, 0, sizeof *gpu);
         return;
     }
-    gpu->vk.vkDeviceWaitIdle(gpu->device);
+    /* Our own device: wait for everything. The application's: every submission of ours was
+     * waited for through its fence already (programs and jobs when their models were freed,
+     * staged copies at once), and the application's queues are not ours to wait on. */
+    if (gpu->owns_device) gpu->vk.vkDeviceWaitIdle(gpu->device);
     smoe_pipeline_cache_destroy(gpu);
     smoe_staging_destroy(gpu);
     if (gpu->cmd_pool) gpu->vk.vkDestroyCommandPool(gpu->device, gpu->cmd_pool, NULL);
-    gpu->vk.vkDestroyDevice(gpu->device, NULL);
+    if (gpu->owns_device) gpu->vk.vkDestroyDevice(gpu->device, NULL);
     memset(gpu, 0, sizeof *gpu);
+}
+
+VkResult smoe_gpu_queue_submit(smoe_gpu *gpu, const VkSubmitInfo *submit, VkFence fence)
+{
+    if (gpu->queue_lock) gpu->queue_lock(gpu->queue_lock_user);
+    VkResult r = gpu->vk.vkQueueSubmit(gpu->queue, 1, submit, fence);
+    if (gpu->queue_unlock) gpu->queue_unlock(gpu->queue_lock_user);
+    return r;
 }
 
 smoe_status smoe_gpu_check(smoe_gpu *gpu, VkResult r, const char *what, smoe_err *err)

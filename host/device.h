@@ -30,6 +30,11 @@ typedef struct smoe_vk_instance {
 /* Creates the instance (with the Khronos validation layer when validate is 1, plus
  * synchronization validation when 2) and fills the capability records. */
 smoe_status smoe_vk_instance_create(smoe_vk_instance *vi, int validate, smoe_err *err);
+/* Takes the application's instance (smoe_context_open_vulkan_external) without owning it: loads
+ * the instance functions through gipa (no loader is opened) and lists the one physical device pd,
+ * with its capability record. smoe_vk_instance_destroy then frees only softmoe's memory. */
+smoe_status smoe_vk_instance_adopt(smoe_vk_instance *vi, PFN_vkGetInstanceProcAddr gipa, VkInstance instance,
+                                   VkPhysicalDevice pd, smoe_err *err);
 void smoe_vk_instance_destroy(smoe_vk_instance *vi);
 
 typedef struct smoe_gpu {
@@ -46,6 +51,10 @@ typedef struct smoe_gpu {
     VkPipelineCache pipeline_cache;
     struct smoe_pipeline_cache *pipelines; /* pipeline.c */
     int lost;                              /* set once VK_ERROR_DEVICE_LOST was seen */
+    int owns_device;                       /* 0: the application's device (smoe_gpu_adopt) */
+    void (*queue_lock)(void *user);        /* the application's queue lock, or NULL */
+    void (*queue_unlock)(void *user);
+    void *queue_lock_user;
     /* Staging for uploads and downloads (memory.c), created on first use. */
     struct smoe_buffer *staging;
     VkCommandBuffer transfer_cb;
@@ -53,7 +62,15 @@ typedef struct smoe_gpu {
 } smoe_gpu;
 
 smoe_status smoe_gpu_create(smoe_gpu *gpu, const smoe_vk_instance *vi, uint32_t index, smoe_err *err);
+/* The application's device on vi's physical device 0 (vi from smoe_vk_instance_adopt): loads its
+ * functions, creates softmoe's command pool and pipeline cache on it. Destroying the gpu then
+ * leaves the device alone and never waits on it as a whole (vkDeviceWaitIdle would need every
+ * queue of the application locked): softmoe's work is waited for through its own fences. */
+smoe_status smoe_gpu_adopt(smoe_gpu *gpu, const smoe_vk_instance *vi, const smoe_vulkan_external *ext, smoe_err *err);
 void smoe_gpu_destroy(smoe_gpu *gpu);
+
+/* vkQueueSubmit of one batch to the gpu's queue, inside the application's queue lock if any. */
+VkResult smoe_gpu_queue_submit(smoe_gpu *gpu, const VkSubmitInfo *submit, VkFence fence);
 
 /* Index of a memory type allowed by bits with all of want, or -1. */
 int smoe_gpu_memory_type(const smoe_gpu *gpu, uint32_t bits, VkMemoryPropertyFlags want);

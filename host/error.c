@@ -55,6 +55,7 @@ const char *smoe_status_string(smoe_status s)
     case SMOE_ERROR_BAD_FORMAT: return "SMOE_ERROR_BAD_FORMAT";
     case SMOE_ERROR_NOT_FINITE: return "SMOE_ERROR_NOT_FINITE";
     case SMOE_ERROR_INTERNAL: return "SMOE_ERROR_INTERNAL";
+    case SMOE_NOT_READY: return "SMOE_NOT_READY";
     }
     return "SMOE_ERROR_UNKNOWN";
 }

@@ -280,7 +280,7 @@ static smoe_status staged_copy(smoe_gpu *gpu, VkBuffer dst_or_src, uint64_t offs
         .pCommandBuffers = &gpu->transfer_cb,
     };
     r = gpu->vk.vkResetFences(gpu->device, 1, &gpu->transfer_fence);
-    if (r == VK_SUCCESS) r = gpu->vk.vkQueueSubmit(gpu->queue, 1, &si, gpu->transfer_fence);
+    if (r == VK_SUCCESS) r = smoe_gpu_queue_submit(gpu, &si, gpu->transfer_fence);
     if (r == VK_SUCCESS) r = gpu->vk.vkWaitForFences(gpu->device, 1, &gpu->transfer_fence, VK_TRUE, UINT64_MAX);
     if (r != VK_SUCCESS) return smoe_gpu_check(gpu, r, "staged copy", err);
     return SMOE_OK;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "job.h"
 #include "ops/softmoe_layer.h"
 
 /* ---- The parameter table ---- */
@@ -231,6 +232,7 @@ static void model_free(smoe_model *m)
 void smoe_model_destroy_internal(smoe_model *m)
 {
     if (!m) return;
+    if (m->job) smoe_job_detach(m->job); /* waits for its work: nothing may run on freed buffers */
     smoe_ctx_remove_model(m->ctx, m);
     model_free(m);
 }

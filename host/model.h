@@ -27,6 +27,7 @@ struct smoe_model {
     long step;               /* training steps taken */
     struct smoe_layer_model *layer;
     struct smoe_vit *vit;
+    struct smoe_job *job;    /* the unfinished asynchronous job, if any (host/job.c) */
 };
 
 /* Adds a parameter to the table (not yet reserved). */

@@ -229,7 +229,7 @@ smoe_status smoe_program_submit(smoe_program *p, smoe_err *err)
     }
     VkResult r = p->gpu->vk.vkResetFences(p->gpu->device, 1, &p->fence);
     VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &p->cb};
-    if (r == VK_SUCCESS) r = p->gpu->vk.vkQueueSubmit(p->gpu->queue, 1, &si, p->fence);
+    if (r == VK_SUCCESS) r = smoe_gpu_queue_submit(p->gpu, &si, p->fence);
     if (r != VK_SUCCESS) return smoe_gpu_check(p->gpu, r, "vkQueueSubmit", err);
     p->submitted = 1;
     return SMOE_OK;
@@ -241,6 +241,16 @@ smoe_status smoe_program_wait(smoe_program *p, smoe_err *err)
     VkResult r = p->gpu->vk.vkWaitForFences(p->gpu->device, 1, &p->fence, VK_TRUE, UINT64_MAX);
     p->submitted = 0;
     if (r != VK_SUCCESS) return smoe_gpu_check(p->gpu, r, "vkWaitForFences", err);
+    return SMOE_OK;
+}
+
+smoe_status smoe_program_poll(smoe_program *p, smoe_err *err)
+{
+    if (!p->submitted) return SMOE_OK;
+    VkResult r = p->gpu->vk.vkGetFenceStatus(p->gpu->device, p->fence);
+    if (r == VK_NOT_READY) return SMOE_NOT_READY;
+    p->submitted = 0;
+    if (r != VK_SUCCESS) return smoe_gpu_check(p->gpu, r, "vkGetFenceStatus", err);
     return SMOE_OK;
 }
 

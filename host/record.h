@@ -44,6 +44,9 @@ smoe_status smoe_program_end(smoe_program *p, smoe_err *err);
 /* Submits the recorded program; smoe_program_wait waits for it. run = submit + wait. */
 smoe_status smoe_program_submit(smoe_program *p, smoe_err *err);
 smoe_status smoe_program_wait(smoe_program *p, smoe_err *err);
+/* Without blocking: SMOE_OK once the submitted program has finished (or none was submitted),
+ * SMOE_NOT_READY while it runs. */
+smoe_status smoe_program_poll(smoe_program *p, smoe_err *err);
 smoe_status smoe_program_run(smoe_program *p, smoe_err *err);
 void smoe_program_destroy(smoe_program *p);
 

@@ -7,6 +7,21 @@
  *    an smoe_context. Different contexts may be used from different threads at the same time;
  *    one context must not be used from two threads at once unless a call says otherwise.
  *  - Tensors are float32, row-major, in host memory owned by the caller unless stated.
+ *
+ * Threads. Each declaration below says which of these rules applies to it:
+ *  - "Threads: any." The call may be made from any thread at any time, concurrently with
+ *    anything else (it touches no context, or only reads what never changes).
+ *  - "Threads: context." The call uses its context (directly, or through a model or job created
+ *    from it). It must not run at the same time as another "context" call on the same context;
+ *    calls on different contexts never interfere, so an application runs inference on two
+ *    threads by giving each thread its own context. A context is not bound to the thread that
+ *    created it: it may be handed from one thread to another, as long as the application orders
+ *    the calls (a mutex, a queue, a thread join).
+ *  - The library starts a thread of its own only for smoe_vit_infer_async on the CPU path; that
+ *    thread touches only the model's work buffers and never the context, its error message or
+ *    its log callback (see the asynchronous inference section).
+ *  - Log callbacks run on the thread of the call that logs.
+ * A declaration that names no rule takes a context, a model or a job and follows "context".
  */
 #ifndef SOFTMOE_H
 #define SOFTMOE_H
@@ -42,13 +57,14 @@ typedef enum smoe_status {
     SMOE_ERROR_IO = 9,               /* a file could not be opened, read or written */
     SMOE_ERROR_BAD_FORMAT = 10,      /* a file or tensor does not match the specification */
     SMOE_ERROR_NOT_FINITE = 11,      /* NaN or Inf in an input or a weight */
-    SMOE_ERROR_INTERNAL = 12
+    SMOE_ERROR_INTERNAL = 12,
+    SMOE_NOT_READY = 13              /* not an error: smoe_job_poll's answer while the job still runs */
 } smoe_status;
 
-/* A short constant name for a status ("SMOE_ERROR_IO"); never NULL. Thread-safe. */
+/* A short constant name for a status ("SMOE_ERROR_IO"); never NULL. Threads: any. */
 SMOE_API const char *smoe_status_string(smoe_status status);
 
-/* The library's version as SMOE_VERSION encodes it, to compare with the header's. Thread-safe. */
+/* The library's version as SMOE_VERSION encodes it, to compare with the header's. Threads: any. */
 SMOE_API int smoe_version(void);
 
 typedef struct smoe_context smoe_context;
@@ -64,22 +80,30 @@ typedef enum smoe_log_level {
  * is valid only during the call. Called on the thread that made the library call. */
 typedef void (*smoe_log_fn)(void *user, smoe_log_level level, const char *message);
 
-/* Creates a context with no device opened yet. *out is NULL on failure. Thread-safe. */
+/* Creates a context with no device opened yet. *out is NULL on failure. The caller owns the
+ * context and frees it with smoe_context_destroy. Errors: SMOE_ERROR_INVALID_ARGUMENT (out NULL),
+ * SMOE_ERROR_OUT_OF_HOST_MEMORY. Threads: any. */
 SMOE_API smoe_status smoe_context_create(smoe_context **out);
 
-/* Destroys the context and everything created from it. NULL is ignored. */
+/* Destroys the context and everything created from it: models (smoe_model_free is optional),
+ * unfinished jobs' work (it waits for it; the smoe_job objects themselves stay the caller's to
+ * free), device memory, and the Vulkan device and instance it created. On a context opened with
+ * smoe_context_open_vulkan_external it destroys only its own objects, never the application's
+ * instance or device. NULL is ignored. Threads: context (and nothing may use ctx afterwards). */
 SMOE_API void smoe_context_destroy(smoe_context *ctx);
 
 /* The message of the last failing call on ctx ("" if none). Owned by ctx; valid until the next
- * call on ctx. A NULL ctx returns a fixed message. */
+ * call on ctx. A NULL ctx returns a fixed message. Threads: context. */
 SMOE_API const char *smoe_last_error(const smoe_context *ctx);
 
-/* Sets (or, with fn NULL, removes) the log callback. */
+/* Sets (or, with fn NULL, removes) the log callback. Threads: context. */
 SMOE_API void smoe_set_log_callback(smoe_context *ctx, smoe_log_fn fn, void *user);
 
 /* Validation messages (warnings and errors) the Khronos validation layer reported on this context.
  * The layer is enabled by the environment: SOFTMOE_VALIDATION=1 (or =sync for synchronization
- * validation too). Each message is also logged at SMOE_LOG_ERROR. */
+ * validation too). Each message is also logged at SMOE_LOG_ERROR. Always 0 on a context opened
+ * with smoe_context_open_vulkan_external (the application's instance reports to the application).
+ * Threads: context. */
 SMOE_API int smoe_validation_message_count(const smoe_context *ctx);
 
 typedef enum smoe_device_kind {
@@ -125,8 +149,11 @@ typedef struct smoe_device_info {
 
 /* Lists devices: index 0 is always the CPU path, then every Vulkan physical device in the
  * loader's order (their info.index is N of "vulkan:N"). Works without an opened device and
- * without a Vulkan loader (then only the CPU path is listed). */
+ * without a Vulkan loader (then only the CPU path is listed). The first call creates the
+ * context's Vulkan instance; on a context opened with smoe_context_open_vulkan_external the list
+ * is the CPU path and the application's device, and no instance is created. Threads: context. */
 SMOE_API smoe_status smoe_device_count(smoe_context *ctx, int *count);
+/* The record of device i (0 <= i < count). Errors: SMOE_ERROR_INVALID_ARGUMENT. Threads: context. */
 SMOE_API smoe_status smoe_device_get_info(smoe_context *ctx, int i, smoe_device_info *info);
 
 /* Opens the device named by spec:
@@ -136,18 +163,91 @@ SMOE_API smoe_status smoe_device_get_info(smoe_context *ctx, int i, smoe_device_
  *   "vulkan:N"  Vulkan physical device N;
  *   NULL or ""  the SOFTMOE_DEVICE environment variable if set, else the best GPU, else "cpu"
  *               (the CPU path is faster than a CPU-type Vulkan driver).
- * A context opens one device once. The choice and the reason are logged and kept (see below). */
+ * A context opens one device once. The choice and the reason are logged and kept (see below).
+ * Errors: SMOE_ERROR_INVALID_ARGUMENT (a device is already open, a malformed spec),
+ * SMOE_ERROR_NO_DEVICE (no such device, no Vulkan loader), SMOE_ERROR_UNSUPPORTED, and the Vulkan
+ * failures of creating the device. Threads: context. */
 SMOE_API smoe_status smoe_context_open_device(smoe_context *ctx, const char *spec);
 
-/* The opened device and why it was chosen (a sentence owned by ctx). */
+/* The opened device and why it was chosen (a sentence owned by ctx, valid until ctx is
+ * destroyed). info and reason may be NULL. Errors: SMOE_ERROR_INVALID_ARGUMENT (no device opened).
+ * Threads: context. */
 SMOE_API smoe_status smoe_context_device(smoe_context *ctx, smoe_device_info *info, const char **reason);
 
 /* The value of OPENBLAS_CORETYPE that would make OpenBLAS use this CPU's vector units, when the
  * OpenBLAS in use did not recognise the CPU and fell back to generic kernels (about 10x slower on
  * the CPU path); NULL when all is well. OpenBLAS reads it only at load time, so an application
  * sets it in the environment before starting (softmoe's command re-executes itself with it).
- * Opening the "cpu" device also logs this as a warning. Thread-safe. */
+ * Opening the "cpu" device also logs this as a warning. Threads: any (it reads the
+ * environment: not while the application changes it). */
 SMOE_API const char *smoe_cpu_blas_coretype_hint(void);
+
+/* ---- Sharing the application's Vulkan device ---------------------------------------------- */
+
+/* Vulkan handles travel as void * (VkInstance, VkPhysicalDevice, VkDevice and VkQueue are
+ * dispatchable handles, pointers on every platform), so this header needs no Vulkan header and
+ * applications that do not use Vulkan are not made to install one. An application that has
+ * vulkan.h passes its objects with a cast: .instance = (void *)instance. */
+#if defined(_WIN32)
+#define SMOE_VKAPI_PTR __stdcall /* VKAPI_PTR of vk_platform.h */
+#else
+#define SMOE_VKAPI_PTR
+#endif
+typedef void(SMOE_VKAPI_PTR *smoe_vk_void_function)(void);
+/* The type of vkGetInstanceProcAddr: cast PFN_vkGetInstanceProcAddr to it. */
+typedef smoe_vk_void_function(SMOE_VKAPI_PTR *smoe_vk_get_instance_proc_addr)(void *instance, const char *name);
+
+/* The application's Vulkan objects for smoe_context_open_vulkan_external. Zero it, then fill it. */
+typedef struct smoe_vulkan_external {
+    uint32_t struct_size;       /* sizeof(smoe_vulkan_external): lets later versions grow the struct */
+    smoe_vk_get_instance_proc_addr get_instance_proc_addr; /* the application's vkGetInstanceProcAddr
+                                                              (from the loader it uses, or volk's) */
+    void *instance;             /* VkInstance, created with VkApplicationInfo.apiVersion >= 1.1 */
+    void *physical_device;      /* VkPhysicalDevice the device was created on; Vulkan 1.1 or later */
+    void *device;               /* VkDevice */
+    uint32_t queue_family_index;/* a family of device with VK_QUEUE_COMPUTE_BIT */
+    void *queue;                /* VkQueue of that family (vkGetDeviceQueue) that softmoe submits to */
+    /* Optional, both or neither: softmoe calls queue_lock(queue_lock_user) before and
+     * queue_unlock(queue_lock_user) after each vkQueueSubmit, on the thread of the softmoe call.
+     * Give them when another thread of the application may use the same VkQueue at the same time
+     * (Vulkan requires a VkQueue to be used by one thread at a time). */
+    void (*queue_lock)(void *user);
+    void (*queue_unlock)(void *user);
+    void *queue_lock_user;
+} smoe_vulkan_external;
+
+/* Opens the application's own Vulkan device as ctx's device instead of creating an instance and
+ * a device, so that softmoe shares the GPU with the application's renderer (no second device,
+ * no copies between devices). softmoe copies *ext; it takes no ownership of the objects.
+ *
+ * What softmoe does with them: it reads the physical device's properties into the capability
+ * record (smoe_context_device; info.index is 0 and `vulkan:N` does not apply), loads the device's
+ * functions through get_instance_proc_addr(instance, "vkGetDeviceProcAddr"), and creates its own
+ * objects on device: a command pool on queue_family_index, a pipeline cache, pipelines, buffers,
+ * device memory, descriptor pools and fences. It submits to queue (vkQueueSubmit only, with
+ * queue_lock if given) and waits on its own fences; it never calls vkQueueWaitIdle or
+ * vkDeviceWaitIdle, never creates or destroys an instance or a device, and adds no debug
+ * messenger or layer (SOFTMOE_VALIDATION is ignored: the application's validation layer, if it
+ * enabled one, sees softmoe's calls and reports to the application's messenger). No device
+ * extension and no optional feature is needed.
+ *
+ * The application's duties: the objects stay valid until smoe_context_destroy(ctx) has returned
+ * (destroy the context first, then the device, then the instance); the queue is not used from
+ * another thread while a softmoe call on ctx may submit to it (any call that runs or uploads
+ * work: loading a model, inference, training, reading parameters, smoe_job_poll/wait), unless
+ * queue_lock/queue_unlock are given, which must then guard every use of that VkQueue by the
+ * application too. Two contexts may share one device and one queue if they are given the lock.
+ * Work of the application and of softmoe on the queue is ordered only by submission order;
+ * softmoe's buffers are its own, so no synchronization with the application's work is needed.
+ *
+ * ctx must have no device opened yet (smoe_device_count before is fine). Errors:
+ * SMOE_ERROR_INVALID_ARGUMENT (ctx or ext NULL, struct_size smaller than the first version's, a
+ * NULL handle or function, only one of queue_lock/queue_unlock, a device already opened),
+ * SMOE_ERROR_UNSUPPORTED (the physical device is older than Vulkan 1.1, the family index is out
+ * of range or the family has no compute), SMOE_ERROR_VULKAN / SMOE_ERROR_OUT_OF_*_MEMORY (creating
+ * the command pool); on failure ctx stays without a device and may open another one.
+ * Threads: context; it does not use the queue. */
+SMOE_API smoe_status smoe_context_open_vulkan_external(smoe_context *ctx, const smoe_vulkan_external *ext);
 
 /* ---- Models ------------------------------------------------------------------------------ */
 
@@ -157,10 +257,16 @@ typedef enum smoe_model_kind { SMOE_MODEL_LAYER = 0, SMOE_MODEL_VIT = 1 } smoe_m
 
 /* Loads a model (SPEC section 3) from a safetensors file onto the context's opened device. A
  * malformed file is refused with a message naming the tensor and what was expected; nothing is
- * kept. The model belongs to ctx and is freed by smoe_model_free or smoe_context_destroy. */
+ * kept. The model belongs to ctx and is freed by smoe_model_free or smoe_context_destroy.
+ * smoe_model_load_memory copies what it needs: data may be freed when it returns.
+ * Errors: SMOE_ERROR_INVALID_ARGUMENT (no device opened), SMOE_ERROR_IO, SMOE_ERROR_BAD_FORMAT,
+ * SMOE_ERROR_NOT_FINITE, SMOE_ERROR_OUT_OF_*_MEMORY, SMOE_ERROR_TOO_LARGE. Threads: context
+ * (every call that takes a model is a call on the model's context). */
 SMOE_API smoe_status smoe_model_load_file(smoe_context *ctx, const char *path, smoe_model **out);
 SMOE_API smoe_status smoe_model_load_memory(smoe_context *ctx, const void *data, size_t size,
                                             smoe_model **out);
+/* Frees a model; an unfinished job of the model (smoe_vit_infer_async) is waited for first and
+ * ends with an error, its logits unwritten. NULL is ignored. Threads: context. */
 SMOE_API void smoe_model_free(smoe_model *model);
 SMOE_API smoe_model_kind smoe_model_get_kind(const smoe_model *model);
 
@@ -174,7 +280,8 @@ SMOE_API smoe_status smoe_layer_get_shape(const smoe_model *model, smoe_layer_sh
 /* y[b,m,d] = SoftMoE(x[b,m,d]). */
 SMOE_API smoe_status smoe_layer_forward(smoe_model *model, int b, int m, const float *x, float *y);
 
-/* Parameter names of a layer model, in the order smoe_layer_backward fills grads. */
+/* Parameter names of a layer model, in the order smoe_layer_backward fills grads (static
+ * strings; NULL outside 0..SMOE_LAYER_PARAM_COUNT-1). Threads: any. */
 #define SMOE_LAYER_PARAM_COUNT 6
 SMOE_API const char *smoe_layer_param_name(int i);
 
@@ -217,8 +324,52 @@ SMOE_API smoe_status smoe_vit_create(smoe_context *ctx, const smoe_vit_config *c
 SMOE_API smoe_status smoe_vit_get_config(const smoe_model *model, smoe_vit_config *config);
 
 /* logits[b, classes] for images[b, channels, size, size] (pixels scaled to [0, 1] for the
- * shipped Fashion-MNIST model). Smaller batches reuse the work buffers of the largest seen. */
+ * shipped Fashion-MNIST model). Smaller batches reuse the work buffers of the largest seen.
+ * Errors: SMOE_ERROR_INVALID_ARGUMENT (not a ViT, b outside 1..65536, NULL pointers, the model has
+ * an unfinished job), SMOE_ERROR_NOT_FINITE (NaN or Inf in images), SMOE_ERROR_OUT_OF_*_MEMORY,
+ * SMOE_ERROR_TOO_LARGE, SMOE_ERROR_DEVICE_LOST, SMOE_ERROR_VULKAN. Threads: context. */
 SMOE_API smoe_status smoe_vit_infer(smoe_model *model, int b, const float *images, float *logits);
+
+/* ---- Asynchronous inference ------------------------------------------------------------- */
+
+/* A running smoe_vit_infer_async; owned by the caller, freed with smoe_job_free. */
+typedef struct smoe_job smoe_job;
+
+/* Starts the inference smoe_vit_infer does and returns without waiting for it. images is read
+ * before the call returns (it may be reused at once); logits[b, classes] must stay valid until
+ * smoe_job_wait or smoe_job_poll has returned a final status (or smoe_job_free), and is written
+ * only by those calls, only when they return SMOE_OK.
+ *  - Vulkan: the batch is uploaded, the model's recorded inference program is submitted to the
+ *    queue, and the call returns; the submission's fence is the job's completion, and the logits
+ *    are downloaded by the smoe_job_poll/smoe_job_wait that sees it signalled.
+ *  - CPU path: the batch is copied into the model's work buffers and a worker thread that the
+ *    library starts runs the forward pass; that thread touches only this model's buffers (it
+ *    reads the parameters), never the context.
+ * One job per model at a time: while a job of model is unfinished, smoe_vit_infer,
+ * smoe_vit_infer_async, smoe_vit_loss_grads and smoe_vit_train_step on model fail with
+ * SMOE_ERROR_INVALID_ARGUMENT; calls that only read the model (smoe_model_get_param,
+ * smoe_model_save, ...) and calls on other models of the context are allowed. On success *job is
+ * the caller's to free; on failure *job is NULL and nothing runs. Errors: those of smoe_vit_infer.
+ * Threads: context, and the job calls below are calls on the model's context too. */
+SMOE_API smoe_status smoe_vit_infer_async(smoe_model *model, int b, const float *images, float *logits,
+                                          smoe_job **job);
+
+/* Does not block. SMOE_NOT_READY while the job runs; otherwise its final status: SMOE_OK (the
+ * logits are written), or the error it ended with (the message goes to the context's
+ * smoe_last_error the first time it is returned). Once final, every later smoe_job_poll and
+ * smoe_job_wait returns the same status again. A NULL job gives SMOE_ERROR_INVALID_ARGUMENT.
+ * A job whose model was freed before it finished ends with SMOE_ERROR_INVALID_ARGUMENT.
+ * Threads: context (it may download the logits through the context's device). */
+SMOE_API smoe_status smoe_job_poll(smoe_job *job);
+
+/* Blocks until the job has finished and returns its final status, as smoe_job_poll would.
+ * Threads: context. */
+SMOE_API smoe_status smoe_job_wait(smoe_job *job);
+
+/* Frees a job. An unfinished job is waited for (work already submitted cannot be cancelled) and
+ * its result discarded: the logits are not written. Works after the model or even the context
+ * was destroyed. NULL is ignored. Threads: context while the context exists. */
+SMOE_API void smoe_job_free(smoe_job *job);
 
 /* Forward and backward on a labelled batch: the mean softmax cross-entropy in *loss, the logits
  * (may be NULL), and every parameter's gradient (smoe_model_get_grad). Parameters unchanged. */
@@ -235,9 +386,9 @@ typedef struct smoe_train_config {
     float clip_norm;     /* global gradient-norm clipping; <= 0: off */
 } smoe_train_config;
 
-/* Default AdamW settings (0.9, 0.999, 1e-8, clipping at 1). */
+/* Default AdamW settings (0.9, 0.999, 1e-8, clipping at 1). Threads: any. */
 SMOE_API void smoe_train_config_default(smoe_train_config *cfg);
-/* The learning rate of step t (1-based) under cfg: linear warmup, then cosine decay. */
+/* The learning rate of step t (1-based) under cfg: linear warmup, then cosine decay. Threads: any. */
 SMOE_API float smoe_train_lr(const smoe_train_config *cfg, long step);
 
 /* One training step (forward, backward, clipping, AdamW) on a labelled batch of size b. On the
@@ -251,6 +402,31 @@ SMOE_API long smoe_model_train_step_count(const smoe_model *model);
 /* Saves the model as SPEC safetensors, atomically (temp file, fsync, rename). With
  * with_optimizer, the AdamW moments and the step count are saved too (a checkpoint to resume). */
 SMOE_API smoe_status smoe_model_save(smoe_model *model, const char *path, int with_optimizer);
+
+/* ---- Images and class names (for the shipped Fashion-MNIST classifier) ------------------ */
+
+/* Reads an image file and writes it as grayscale floats in [0, 1] into out[height * width]
+ * (row-major), the input smoe_vit_infer takes for a one-channel model (height = width = the
+ * config's image_size). Formats: PNG, JPEG (baseline and progressive) and binary PGM/PPM (P5/P6,
+ * any maxval). Colour becomes luma (0.299 R + 0.587 G + 0.114 B); alpha is composited over black;
+ * the image is resized to height x width (area averaging when shrinking, bilinear when growing,
+ * each axis on its own). Needs no opened device: ctx only receives the error message and may be
+ * NULL (then only the status says what failed). out is untouched on failure.
+ * Errors: SMOE_ERROR_INVALID_ARGUMENT (path or out NULL, height or width outside 1..16384),
+ * SMOE_ERROR_IO (cannot be opened or read, not a regular file, larger than 256 MiB),
+ * SMOE_ERROR_BAD_FORMAT (not one of the formats, corrupt, more than 64 Mi pixels),
+ * SMOE_ERROR_OUT_OF_HOST_MEMORY. Threads: context (with ctx NULL: any). */
+SMOE_API smoe_status smoe_image_read_gray(smoe_context *ctx, const char *path, int height, int width, float *out);
+
+/* The same from an encoded image in memory (size bytes at data, read only during the call); an
+ * image of more than 256 MiB is SMOE_ERROR_BAD_FORMAT here. Threads: as smoe_image_read_gray. */
+SMOE_API smoe_status smoe_image_read_gray_memory(smoe_context *ctx, const void *data, size_t size, int height,
+                                                 int width, float *out);
+
+/* The Fashion-MNIST class name of a label: "T-shirt/top", "Trouser", "Pullover", "Dress",
+ * "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot" for 0..9, "unknown" otherwise. Never
+ * NULL; static storage. Threads: any. */
+SMOE_API const char *smoe_fmnist_class_name(int label);
 
 #ifdef __cplusplus
 }

@@ -9,6 +9,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "job.h"
 #include "model.h"
 #include "ops/ops.h"
 #include "ops/softmoe_layer.h"
@@ -621,6 +622,9 @@ static smoe_status check_vit(smoe_model *m, int b, const float *images)
     if (m->kind != SMOE_MODEL_VIT) return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT, "the model is not a ViT");
     if (b < 1 || b > 65536) return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT, "batch %d must be between 1 and 65536", b);
     if (!images) return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT, "images must not be NULL");
+    if (m->job)
+        return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT,
+                             "the model has an unfinished job (smoe_vit_infer_async): wait for it or free it first");
     return SMOE_OK;
 }
 
@@ -702,5 +706,63 @@ smoe_status smoe_vit_train_step(smoe_model *m, const smoe_train_config *cfg, int
     if (!st) st = smoe_tensor_download(&p->loss, 0, loss, 4, &err);
     if (!st && logits) st = smoe_tensor_download(&p->logits, 0, logits, (size_t)b * m->vit->cfg.num_classes * 4, &err);
     if (!st) m->step++;
+    return smoe_ctx_error(m->ctx, st, &err);
+}
+
+/* ---- Asynchronous inference (smoe_vit_infer_async; the job's life cycle is host/job.c) ----
+ * The steps of smoe_vit_infer, split where it would wait: here the batch goes up and, on
+ * Vulkan, the inference program (recorded on first use, as execute() does) is submitted; the
+ * job's fence wait or worker thread and the logits download come later, in the hooks below. */
+
+static smoe_status infer_job_run(smoe_model *m, smoe_err *err)
+{
+    return execute(m, &m->vit->infer, MODE_INFER, NULL, err); /* CPU path, on the job's thread */
+}
+
+static smoe_status infer_job_gpu_poll(smoe_model *m, int wait, smoe_err *err)
+{
+    smoe_program *prog = &m->vit->infer.prog[MODE_INFER];
+    return wait ? smoe_program_wait(prog, err) : smoe_program_poll(prog, err);
+}
+
+static smoe_status infer_job_collect(smoe_model *m, int b, float *logits, smoe_err *err)
+{
+    return smoe_tensor_download(&m->vit->infer.logits, 0, logits, (size_t)b * m->vit->cfg.num_classes * 4, err);
+}
+
+static const smoe_job_ops infer_job_ops = {infer_job_run, infer_job_gpu_poll, infer_job_collect};
+
+/* Uploads the batch and, on Vulkan, submits the inference program without waiting for it. */
+static smoe_status infer_submit(smoe_model *m, int b, const float *images, smoe_err *err)
+{
+    vit_plan *p = &m->vit->infer;
+    smoe_status st = ensure_plan(m, p, b, 0, err);
+    if (!st) st = upload_batch(m, p, b, images, NULL, err);
+    smoe_gpu *gpu = p->act.gpu;
+    if (st || !gpu) return st;
+    smoe_program *prog = &p->prog[MODE_INFER];
+    if (!p->recorded[MODE_INFER]) {
+        smoe_exec ex = {gpu, prog};
+        st = smoe_program_begin(gpu, prog, err);
+        if (!st) st = forward_ops(&ex, m, p, MODE_INFER, err);
+        if (!st) st = smoe_program_end(prog, err);
+        if (st) {
+            smoe_program_destroy(prog);
+            return st;
+        }
+        p->recorded[MODE_INFER] = 1;
+    }
+    return smoe_program_submit(prog, err);
+}
+
+smoe_status smoe_vit_infer_async(smoe_model *m, int b, const float *images, float *logits, smoe_job **job)
+{
+    if (job) *job = NULL;
+    smoe_status st = check_vit(m, b, images);
+    if (st) return st;
+    if (!logits || !job) return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT, "logits and job must not be NULL");
+    smoe_err err = {{0}};
+    st = infer_submit(m, b, images, &err);
+    if (!st) st = smoe_job_launch(m, &infer_job_ops, b, logits, job, &err);
     return smoe_ctx_error(m->ctx, st, &err);
 }

@@ -178,12 +178,22 @@ static void pack_a(operand A, const float *a, int i0, int mr, int k0, int kc, fl
 }
 
 /* dst[k*NR + j] = op(B)[k0 + k][j0 + j] for k < kc, j < nr, with B transposed (the only case
- * packed: an untransposed B is read in place); columns nr..NR-1 are zero. */
-static void pack_bt(operand B, const float *b, int k0, int kc, int j0, int nr, float *dst)
+ * packed: an untransposed B is read in place), so op(B)[k][j] = b[j*ld + k]: per k, two
+ * 16-lane gathers down the columns; lanes j >= nr are zero. */
+__attribute__((target("avx512f"))) static void pack_bt(operand B, const float *b, int k0, int kc,
+                                                       int j0, int nr, float *dst)
 {
-    for (int j = 0; j < NR; j++) {
-        const float *src = b + (size_t)(j0 + (j < nr ? j : 0)) * B.ld + k0;
-        for (int k = 0; k < kc; k++) dst[k * NR + j] = j < nr ? src[k] : 0.0f;
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(B.ld));
+    const __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1);
+    const __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : (1u << (nr - 16)) - 1);
+    const float *col0 = b + (size_t)j0 * B.ld + k0;
+    const float *col1 = nr > 16 ? col0 + (size_t)16 * B.ld : col0;
+    for (int k = 0; k < kc; k++) {
+        _mm512_storeu_ps(dst + k * NR,
+                         _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m0, idx, col0 + k, 4));
+        _mm512_storeu_ps(dst + k * NR + 16,
+                         _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m1, idx, col1 + k, 4));
     }
 }
 
@@ -235,8 +245,8 @@ static void mm_packed(int count, int M, int N, int K, operand A, operand B, floa
                 }
             }
         }
+        if (flags & MM_STREAM) _mm_sfence(); /* every thread orders its own streaming stores */
     }
-    if (flags & MM_STREAM) _mm_sfence();
 }
 
 /* C_g = (or +=) op(A_g) B_g, B untransposed, with few rows (the per-expert G_Ỹ W2 and G_A W1)
@@ -249,23 +259,29 @@ static void mm_direct(int count, int M, int N, int K, operand A, operand B, floa
     const int ai = A.trans ? 1 : A.ld, ak = A.trans ? A.ld : 1;
     const int nch = count >= 8 ? 1 : (N + 511) / 512; /* split N when there are few items */
     const int chunk = (N + nch - 1) / nch;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int g = 0; g < count; g++)
-        for (int ch = 0; ch < nch; ch++) {
-            const float *a = A.p + g * A.stride, *b = B.p + g * B.stride;
-            float *cg = C + g * stride_c;
-            const int j_end = (ch + 1) * chunk < N ? (ch + 1) * chunk : N;
-            for (int i0 = 0; i0 < M; i0 += MR)
-                for (int k0 = 0; k0 < K; k0 += DIRECT_KB) {
-                    const int kc = K - k0 < DIRECT_KB ? K - k0 : DIRECT_KB;
-                    const int fl = k0 > 0 ? (flags | MM_ACCUMULATE) & ~MM_STREAM : flags;
-                    for (int j0 = ch * chunk; j0 < j_end; j0 += NR)
-                        tile_avx512(kc, a + (size_t)i0 * ai + (size_t)k0 * ak, ai, ak,
-                                    b + (size_t)k0 * B.ld + j0, B.ld, cg + (size_t)i0 * ldc + j0,
-                                    ldc, M - i0 < MR ? M - i0 : MR, j_end - j0 < NR ? j_end - j0 : NR,
-                                    fl);
-                }
-        }
+    if (K > DIRECT_KB) flags &= ~MM_STREAM; /* C is read again for the next rows of B */
+#pragma omp parallel
+    {
+#pragma omp for collapse(2) schedule(static)
+        for (int g = 0; g < count; g++)
+            for (int ch = 0; ch < nch; ch++) {
+                const float *a = A.p + g * A.stride, *b = B.p + g * B.stride;
+                float *cg = C + g * stride_c;
+                const int j_end = (ch + 1) * chunk < N ? (ch + 1) * chunk : N;
+                for (int i0 = 0; i0 < M; i0 += MR)
+                    for (int k0 = 0; k0 < K; k0 += DIRECT_KB) {
+                        const int kc = K - k0 < DIRECT_KB ? K - k0 : DIRECT_KB;
+                        const int fl = k0 > 0 ? flags | MM_ACCUMULATE : flags;
+                        for (int j0 = ch * chunk; j0 < j_end; j0 += NR)
+                            tile_avx512(kc, a + (size_t)i0 * ai + (size_t)k0 * ak, ai, ak,
+                                        b + (size_t)k0 * B.ld + j0, B.ld,
+                                        cg + (size_t)i0 * ldc + j0, ldc,
+                                        M - i0 < MR ? M - i0 : MR,
+                                        j_end - j0 < NR ? j_end - j0 : NR, fl);
+                    }
+            }
+        if (flags & MM_STREAM) _mm_sfence();
+    }
 }
 
 /* C_g = (or +=) A_g B_gᵀ (A and B both row-major, contiguous along K) with few rows of A (the
