@@ -384,6 +384,10 @@ typedef struct smoe_train_config {
     float weight_decay;  /* AdamW, decoupled; none on biases, norms, phi, scale and pos_embed */
     float beta1, beta2, eps;
     float clip_norm;     /* global gradient-norm clipping; <= 0: off */
+    float scale_lr_mult; /* learning-rate multiplier of the Soft MoE logit scales (<= 0: 1). With
+                          * l2-normalised logits the scale starts at 1 and Adam moves it by about
+                          * lr per step, so routing stays nearly uniform for a long time in short
+                          * runs; a larger rate lets it sharpen. */
 } smoe_train_config;
 
 /* Default AdamW settings (0.9, 0.999, 1e-8, clipping at 1). Threads: any. */

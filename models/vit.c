@@ -544,7 +544,10 @@ static smoe_status optimizer_ops(smoe_exec *ex, smoe_model *m, vit_plan *p, cons
     free(grads);
     for (int i = 0; i < m->param_count && !st; i++) {
         smoe_param *q = &m->params[i];
-        smoe_adamw_cfg a = {cfg->beta1, cfg->beta2, cfg->eps, q->decay ? cfg->weight_decay : 0.0f, cfg->clip_norm};
+        size_t len = strlen(q->name);
+        int is_scale = len >= 9 && !strcmp(q->name + len - 9, "moe.scale");
+        smoe_adamw_cfg a = {cfg->beta1, cfg->beta2, cfg->eps, q->decay ? cfg->weight_decay : 0.0f, cfg->clip_norm,
+                            is_scale && cfg->scale_lr_mult > 0 ? cfg->scale_lr_mult : 1.0f};
         st = smoe_op_adamw(ex, q->count, &q->value, &q->grad, &q->m, &q->v, &p->state, &p->norm2, &a, err);
     }
     return st;
@@ -696,7 +699,7 @@ smoe_status smoe_vit_train_step(smoe_model *m, const smoe_train_config *cfg, int
     float state[2] = {(float)(m->step + 1), smoe_train_lr(cfg, m->step + 1)};
     if (!st) st = smoe_tensor_upload(&p->state, 0, state, sizeof state, &err);
     /* The optimizer's constants are recorded into the program: new ones need a new recording. */
-    smoe_adamw_cfg now = {cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay, cfg->clip_norm};
+    smoe_adamw_cfg now = {cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay, cfg->clip_norm, cfg->scale_lr_mult};
     if (p->recorded[MODE_TRAIN] && memcmp(&now, &p->recorded_cfg, sizeof now)) {
         smoe_program_destroy(&p->prog[MODE_TRAIN]);
         p->recorded[MODE_TRAIN] = 0;

@@ -19,7 +19,7 @@ void main()
 {
     uint i = item_linear(pc.groups_x, gl_WorkGroupSize.x);
     if (i >= pc.n) return;
-    float t = state[0], lr = state[1];
+    float t = state[0], lr = state[1] * pc.lr_mult;
     float scale = pc.max_norm > 0.0 ? min(1.0, pc.max_norm / (sqrt(norm2[0]) + 1e-6)) : 1.0;
     float gi = g[i] * scale;
     float mi = pc.beta1 * m[i] + (1.0 - pc.beta1) * gi;

@@ -554,12 +554,14 @@ int main(void)
     test_cross_entropy(37, 100, 1);
     test_cross_entropy(5, 10, 0);
     test_sum_squares();
-    smoe_adamw_cfg cfg = {0.9f, 0.999f, 1e-8f, 0.05f, 1.0f};
+    smoe_adamw_cfg cfg = {0.9f, 0.999f, 1e-8f, 0.05f, 1.0f, 1.0f};
     test_adamw(1001, 1.0f, 1e-2f, 50.0f, cfg);
     test_adamw(1001, 7.0f, 1e-3f, 0.25f, cfg);
     cfg.max_norm = 0.0f;
     cfg.wd = 0.0f;
     test_adamw(3, 100.0f, 3e-4f, 1e6f, cfg);
+    cfg.lr_mult = 3.0f; /* a per-tensor learning-rate multiplier (the Soft MoE scales) */
+    test_adamw(1001, 5.0f, 1e-3f, 2.0f, cfg);
     test_chain(37, 13);
     /* more rows than one grid dimension holds, where that is small enough to try */
     uint32_t maxx = gpu->info.max_workgroup_count[0];

@@ -49,6 +49,7 @@ static void usage(void)
             "  --resume              continue from --checkpoint exactly where it stopped\n"
             "  --csv FILE            curves: epoch, step, lr, train loss/accuracy, test loss/accuracy, seconds\n"
             "  --epochs N --batch N --lr X --min-lr X --warmup-epochs X --weight-decay X --clip X --seed N\n"
+            "  --scale-lr-mult X     learning-rate multiplier of the Soft MoE logit scales (default 1)\n"
             "  --dim N --depth N --heads N --mlp-dim N --patch N --experts N --slots N\n"
             "  --moe-layers i,j,..   Soft MoE blocks ('' or --dense: a dense ViT)\n"
             "  --train-limit N --eval-limit N   use only the first N images (quick runs)\n"
@@ -94,6 +95,7 @@ static int set_option(train_opts *o, const char *name, const char *val)
         }
     struct { const char *name; float *dst; } floats[] = {
         {"lr", &o->opt.lr}, {"min-lr", &o->opt.min_lr}, {"weight-decay", &o->opt.weight_decay}, {"clip", &o->opt.clip_norm},
+        {"scale-lr-mult", &o->opt.scale_lr_mult},
     };
     for (size_t k = 0; k < sizeof floats / sizeof floats[0]; k++)
         if (!strcmp(name, floats[k].name)) {

@@ -87,6 +87,7 @@ smoe_status smoe_op_sum_squares(smoe_exec *ex, int count, const smoe_tensor *ten
  * (global-norm clipping; max_norm <= 0 disables it). wd is 0 for tensors without decay. */
 typedef struct smoe_adamw_cfg {
     float beta1, beta2, eps, wd, max_norm;
+    float lr_mult; /* this tensor's learning rate is lr * lr_mult (0 means 1) */
 } smoe_adamw_cfg;
 smoe_status smoe_op_adamw(smoe_exec *ex, size_t n, const smoe_tensor *p, const smoe_tensor *g, const smoe_tensor *m,
                           const smoe_tensor *v, const smoe_tensor *state, const smoe_tensor *norm2,

@@ -755,7 +755,7 @@ smoe_status smoe_op_adamw(smoe_exec *ex, size_t n, const smoe_tensor *p, const s
             float q = cfg->max_norm / (sqrtf(host(norm2)[0]) + 1e-6f);
             scale = q < 1.0f ? q : 1.0f;
         }
-        smoe_cpu_adamw(n, host(p), host(g), host(m), host(v), s[1], cfg->beta1, cfg->beta2, cfg->eps, cfg->wd, scale,
+        smoe_cpu_adamw(n, host(p), host(g), host(m), host(v), s[1] * (cfg->lr_mult > 0 ? cfg->lr_mult : 1.0f), cfg->beta1, cfg->beta2, cfg->eps, cfg->wd, scale,
                        (int)s[0]);
         return SMOE_OK;
     }
@@ -765,7 +765,8 @@ smoe_status smoe_op_adamw(smoe_exec *ex, size_t n, const smoe_tensor *p, const s
     if ((st = smoe_pipeline_get(pr->gpu, "adamw", 6, sizeof(smoe_push_adamw), spec, 3, &pl, err))) return st;
     uint32_t groups[3];
     grid(pr->gpu, smoe_div_up(n, spec[0]), 1, groups);
-    smoe_push_adamw pc = {(uint32_t)n, cfg->beta1, cfg->beta2, cfg->eps, cfg->wd, cfg->max_norm, groups[0]};
+    smoe_push_adamw pc = {(uint32_t)n, cfg->beta1, cfg->beta2, cfg->eps, cfg->wd, cfg->max_norm, groups[0],
+                          cfg->lr_mult > 0 ? cfg->lr_mult : 1.0f};
     smoe_binding b[6] = {{*p, SMOE_READ_WRITE}, {*g, SMOE_READ},     {*m, SMOE_READ_WRITE},
                          {*v, SMOE_READ_WRITE}, {*state, SMOE_READ}, {*norm2, SMOE_READ}};
     return smoe_program_dispatch(pr, pl, b, 6, &pc, sizeof pc, groups, err);

@@ -79,7 +79,7 @@
 #define SMOE_PUSH_SUMSQ(F) F(uint, n) F(uint, seg)
 
 /* AdamW over n parameters; step and learning rate come from the state buffer {t, lr}. */
-#define SMOE_PUSH_ADAMW(F) F(uint, n) F(float, beta1) F(float, beta2) F(float, eps) F(float, wd) F(float, max_norm) F(uint, groups_x)
+#define SMOE_PUSH_ADAMW(F) F(uint, n) F(float, beta1) F(float, beta2) F(float, eps) F(float, wd) F(float, max_norm) F(uint, groups_x) F(float, lr_mult)
 
 
 #ifdef VULKAN /* GLSL compiled for Vulkan */
