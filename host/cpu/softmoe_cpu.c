@@ -8,19 +8,29 @@
  *                                                      their backward are one GEMM per expert.
  * Slots move between the two layouts with a gather/scatter copy (p*d floats per block).
  * D and C are materialised in the workspace (b*m*S floats each), with the unscaled logits X̂Φ̂
- * that G_scale needs.
+ * that G_scale needs. The l2 normalisations are folded into the matmuls: X̂Φ̂ = r ⊙ (XΦ̂), and
+ * the backward scales G_L by scale*r once, so that G_Φ̂ = Xᵀ(scale r ⊙ G_L) and
+ * r ⊙ G_X̂ = (scale r ⊙ G_L) Φ̂ᵀ: X̂ is never formed.
  *
  * Matmuls: every product is a batch of GEMMs (one per sequence or per expert) through mm().
- * On x86-64 CPUs with AVX-512, mm() is a packed GEMM (8x32 register tile, cache blocking) run
- * by OpenMP; elsewhere it calls OpenBLAS's cblas_sgemm. Why not OpenBLAS everywhere: the
- * per-expert products are small (b*p rows), so a call per expert cannot keep both cores busy,
- * and OpenBLAS's own threads fight the OpenMP threads of the surrounding loops for the two
- * cores; OpenBLAS 0.3.21 also takes Sapphire Rapids for a "Prescott" (SSE3 kernels). With one
- * OpenMP parallel region per batch of GEMMs, the whole layer runs on one set of threads.
- * cblas is never called inside an OpenMP region, and nothing process-global is touched.
+ * On x86-64 CPUs with AVX-512 (checked at run time) mm() is this file's own OpenMP GEMM: an
+ * 8x32 FMA register tile, with three drivers:
+ *   mm_packed  the general case, BLIS-style cache blocking and packing;
+ *   mm_direct  A B with few rows or a short inner size (the per-expert backward products and
+ *              weight gradients): B read in place, in order, no packing, no barriers;
+ *   mm_dot     A Bᵀ with few rows (the per-expert X Wᵀ forward products): dot products along
+ *              the weight rows, which are read once, in order.
+ * On other CPUs mm() calls OpenBLAS's cblas_sgemm (outside any OpenMP region). Why not
+ * OpenBLAS everywhere: the per-expert products have only b*p rows, which OpenBLAS handles at a
+ * fraction of its speed (the weights are packed per call, one call per expert), its threads
+ * and the OpenMP threads of the other loops fight over the two cores, and OpenBLAS 0.3.21
+ * takes Sapphire Rapids for a "Prescott" (SSE3 kernels, ~40 GFLOPS on both cores against
+ * ~190 here). With one OpenMP region per batch of GEMMs the layer runs on one set of threads.
+ * The weight gradients are written with streaming stores (they are not read again soon).
  *
- * Elementwise work (norms, softmaxes, GELU, bias sums) is in OpenMP loops; exp and tanh use
- * small vectorisable approximations accurate to a few float ulps. */
+ * Elementwise work (norms, softmaxes, GELU, bias sums) is in OpenMP loops; exp and tanh are
+ * small branch-free approximations (a few float ulps) so that these loops vectorise.
+ * Nothing process-global is changed (no thread counts, no FP modes), and nothing is allocated. */
 #include "softmoe_cpu.h"
 
 #include <cblas.h>
@@ -136,12 +146,12 @@ __attribute__((target("avx512f"))) static void dot_tile(int K, const float *a, i
     __m512 acc[DOT_R][DOT_J];
 #pragma GCC unroll 8
     for (int i = 0; i < DOT_R; i++)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int j = 0; j < DOT_J; j++) acc[i][j] = _mm512_setzero_ps();
     for (int k = 0; k < K; k += 16) {
         const __mmask16 mk = (__mmask16)(K - k >= 16 ? 0xFFFF : (1u << (K - k)) - 1);
         __m512 bv[DOT_J];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int j = 0; j < DOT_J; j++) {
             bv[j] = _mm512_maskz_loadu_ps(mk, br[j] + k);
             /* the same place in the next DOT_J rows: the weights are read once, in order */
@@ -151,14 +161,14 @@ __attribute__((target("avx512f"))) static void dot_tile(int K, const float *a, i
 #pragma GCC unroll 8
         for (int i = 0; i < DOT_R; i++) {
             const __m512 av = _mm512_maskz_loadu_ps(mk, ar[i] + k);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int j = 0; j < DOT_J; j++) acc[i][j] = _mm512_fmadd_ps(av, bv[j], acc[i][j]);
         }
     }
     float sum[DOT_R][DOT_J]; /* (constant indices keep acc in registers) */
 #pragma GCC unroll 8
     for (int i = 0; i < DOT_R; i++)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int j = 0; j < DOT_J; j++) sum[i][j] = _mm512_reduce_add_ps(acc[i][j]);
     for (int i = 0; i < mr; i++)
         for (int j = 0; j < nj; j++) {
