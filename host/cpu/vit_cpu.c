@@ -20,6 +20,7 @@
  *
  * No global state, no printing, no allocation. */
 #include "vit_cpu.h"
+#include "fast_math.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -182,33 +183,6 @@ void smoe_cpu_layernorm_backward(int rows, int d, const float *x, const float *g
 /* ---------------------------------------------------------------------------------------- */
 /* exp                                                                                       */
 /* ---------------------------------------------------------------------------------------- */
-
-static inline uint32_t float_bits(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    return u;
-}
-
-static inline float bits_float(uint32_t u)
-{
-    float x;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
-
-/* e^x for |x| <= 87, accurate to about 2 float ulps, and vectorisable (libm's expf and tanhf are
- * not, and would dominate the softmax and GELU): x = n ln2 + r with |r| <= ln2/2 (n rounded with
- * the 1.5 * 2^23 trick), a degree-6 Taylor polynomial for e^r, and n added to the exponent. */
-static inline float exp_core(float x)
-{
-    const float shifter = 12582912.0f; /* 1.5 * 2^23: t's low mantissa bits hold n */
-    const float t = x * 1.44269504088896341f + shifter;
-    const float n = t - shifter;
-    const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f; /* ln2 in two parts */
-    const float e = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
-    return bits_float(float_bits(e) + ((float_bits(t) - 0x4B400000u) << 23));
-}
 
 /* e^x with |x| clamped to 87 (e^-87 ~ 1.6e-38, e^87 ~ 6e37: both finite and normal). The clamp
  * is an integer min on the magnitude bits: a float comparison would stop GCC vectorising. */
