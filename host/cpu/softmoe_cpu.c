@@ -65,7 +65,7 @@ static operand mat_t(const float *p, int ld, size_t stride) { return (operand){p
 enum {
     MM_ACCUMULATE = 1, /* C += op(A) op(B) instead of C = op(A) op(B) */
     MM_STREAM = 2,     /* C is written once and not read soon: bypass the cache where possible */
-    TILE_PREFETCH = 4  /* (internal) B is read in place with rows far apart: prefetch ahead */
+    TILE_PREFETCH = 4  /* (internal) B is read in place, rows far apart: prefetch PF_ROWS ahead */
 };
 
 /* Register tile MR x NR; cache blocks MC x KC of A and KC x NC of B (packed GEMM). */
@@ -79,7 +79,7 @@ enum {
 #define DOT_MAX_M 32   /* A Bᵀ with at most this many rows: mm_dot */
 #define DIRECT_MAX_M 16 /* A B with at most this many rows ... */
 #define DIRECT_MAX_K 32 /* ... or this short an inner dimension: mm_direct */
-#define DIRECT_KB 16   /* mm_direct: rows of B swept together */
+#define DIRECT_KB 32   /* mm_direct: rows of B swept together */
 #define DOT_R 8        /* dot_tile: rows of A ... */
 #define DOT_J 3        /* ... and of Bᵀ per tile */
 
@@ -262,8 +262,9 @@ static void mm_packed(int count, int M, int N, int K, operand A, operand B, floa
 
 /* C_g = (or +=) op(A_g) B_g, B untransposed, with few rows (the per-expert G_Ỹ W2 and G_A W1)
  * or a short inner dimension (the per-expert weight gradients G_Ỹᵀ H and G_Aᵀ X̃): nothing is
- * packed and there are no barriers. Each thread takes whole items and sweeps B by DIRECT_KB
- * full rows at a time, so that B is read once, in order. */
+ * packed (the tile reads A and B in place) and threads never wait for each other before the
+ * end. Each thread takes whole items and sweeps B by DIRECT_KB full rows at a time, so that B
+ * (the weights) is read once, in order, with software prefetch ahead. */
 static void mm_direct(int count, int M, int N, int K, operand A, operand B, float *C, int ldc,
                       size_t stride_c, int flags)
 {
@@ -271,6 +272,7 @@ static void mm_direct(int count, int M, int N, int K, operand A, operand B, floa
     const int nch = count >= 8 ? 1 : (N + 511) / 512; /* split N when there are few items */
     const int chunk = (N + nch - 1) / nch;
     if (K > DIRECT_KB) flags &= ~MM_STREAM; /* C is read again for the next rows of B */
+    flags |= TILE_PREFETCH;
 #pragma omp parallel
     {
 #pragma omp for collapse(2) schedule(static)
@@ -454,6 +456,31 @@ static inline float gelu_grad(float a)
            0.5f * a * q * (2.0f - q) * GELU_K * (1.0f + 3.0f * GELU_C * a * a);
 }
 
+/* The GELU loops are the only elementwise work big enough to matter; with AVX-512 they get a
+ * 16-lane clone, chosen at run time. */
+#if SMOE_HAVE_AVX512_KERNEL
+#define VECTOR_CLONES __attribute__((target_clones("avx512f", "default")))
+#else
+#define VECTOR_CLONES
+#endif
+
+/* a[l] += bias[l]; act[l] = gelu(a[l]) for l < len */
+VECTOR_CLONES static void bias_gelu(int len, const float *bias, float *a, float *act)
+{
+#pragma omp simd
+    for (int l = 0; l < len; l++) {
+        a[l] += bias[l];
+        act[l] = gelu(a[l]);
+    }
+}
+
+/* g[l] *= gelu'(a[l]) for l < len */
+VECTOR_CLONES static void gelu_backward(int len, const float *a, float *g)
+{
+#pragma omp simd
+    for (int l = 0; l < len; l++) g[l] *= gelu_grad(a[l]);
+}
+
 /* Columns of the [m, S] per-sequence matrices are processed in blocks of this many slots, so
  * that the column loops walk rows contiguously. */
 #define COL_BLOCK 32
@@ -600,15 +627,8 @@ void smoe_cpu_layer_forward(const smoe_layer_dims *dims, const smoe_layer_params
     mm(n, M, h, d, mat(xs, d, (size_t)M * d), mat_t(prm->w1, d, (size_t)h * d), A, h,
        (size_t)M * h, 0, pack);
 #pragma omp parallel for schedule(static)
-    for (int row = 0; row < n * M; row++) {
-        const float *bias = prm->b1 + (size_t)(row / M) * h;
-        float *ar = A + (size_t)row * h, *hr = H + (size_t)row * h;
-#pragma omp simd
-        for (int l = 0; l < h; l++) {
-            ar[l] += bias[l];
-            hr[l] = gelu(ar[l]);
-        }
-    }
+    for (int row = 0; row < n * M; row++)
+        bias_gelu(h, prm->b1 + (size_t)(row / M) * h, A + (size_t)row * h, H + (size_t)row * h);
     mm(n, M, d, h, mat(H, h, (size_t)M * h), mat_t(prm->w2, h, (size_t)d * h), ex1, d,
        (size_t)M * d, 0, pack);
 
@@ -652,12 +672,7 @@ void smoe_cpu_layer_backward(const smoe_layer_dims *dims, const smoe_layer_param
 
     /* G_A = G_H ⊙ gelu'(A) */
 #pragma omp parallel for schedule(static)
-    for (int row = 0; row < n * M; row++) {
-        const float *ar = A + (size_t)row * h;
-        float *gr = gh + (size_t)row * h;
-#pragma omp simd
-        for (int l = 0; l < h; l++) gr[l] *= gelu_grad(ar[l]);
-    }
+    for (int row = 0; row < n * M; row++) gelu_backward(h, A + (size_t)row * h, gh + (size_t)row * h);
     expert_row_sums(n, M, h, gh, grads->b1);
 
     /* fc1 backward: G_W1 = G_Aᵀ X̃, G_X̃ = G_A W1; G_X̃ scattered sequence-major */
