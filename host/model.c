@@ -32,6 +32,14 @@ smoe_status smoe_model_add_param(smoe_model *m, const char *name, int ndim, cons
     return SMOE_OK;
 }
 
+size_t smoe_model_largest_param(const smoe_model *m)
+{
+    size_t most = 1;
+    for (int i = 0; i < m->param_count; i++)
+        if (m->params[i].count > most) most = m->params[i].count;
+    return most;
+}
+
 int smoe_model_find_param(const smoe_model *m, const char *name)
 {
     for (int i = 0; i < m->param_count; i++)
@@ -75,9 +83,7 @@ smoe_status smoe_model_read_params(smoe_model *m, const smoe_st_file *f, const c
         if (smoe_model_find_param(m, name) < 0 && !(allow_prefix && !strncmp(name, allow_prefix, strlen(allow_prefix))))
             st = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "unexpected tensor \"%s\" in the model file", name);
     }
-    size_t most = 1;
-    for (int i = 0; i < m->param_count; i++)
-        if (m->params[i].count > most) most = m->params[i].count;
+    size_t most = smoe_model_largest_param(m);
     float *tmp = st ? NULL : malloc(most * 4);
     if (!st && !tmp) st = smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     for (int i = 0; i < m->param_count && !st; i++) {

@@ -34,6 +34,8 @@ struct smoe_model {
 smoe_status smoe_model_add_param(smoe_model *m, const char *name, int ndim, const int64_t *shape, int decay,
                                  smoe_err *err);
 int smoe_model_find_param(const smoe_model *m, const char *name);
+/* Floats in the largest parameter (at least 1): the size of one staging buffer for them all. */
+size_t smoe_model_largest_param(const smoe_model *m);
 /* Reserves and commits the parameter arena for the table. */
 smoe_status smoe_model_commit_params(smoe_model *m, smoe_err *err);
 /* Reads every parameter of the table from f (F32, exact shapes, finite), refusing extra tensors

@@ -94,9 +94,7 @@ smoe_status smoe_model_read_optimizer(smoe_model *m, const smoe_st_file *f, smoe
     long s = strtol(step, &end, 10);
     if (!*step || *end || s < 0) return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "softmoe.step \"%s\" is not a step count", step);
     smoe_status st = smoe_model_ensure_optimizer(m, err);
-    size_t most = 1;
-    for (int i = 0; i < m->param_count; i++)
-        if (m->params[i].count > most) most = m->params[i].count;
+    size_t most = smoe_model_largest_param(m);
     float *tmp = st ? NULL : malloc(most * 4);
     if (!st && !tmp) st = smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     for (int i = 0; i < m->param_count && !st; i++) {

@@ -242,9 +242,7 @@ static double normal(uint64_t *s)
  * scale 1, every expert the same weights, head weight 0. */
 static smoe_status init_params(smoe_model *m, const smoe_vit *v, uint64_t seed, smoe_err *err)
 {
-    size_t most = 1;
-    for (int i = 0; i < m->param_count; i++)
-        if (m->params[i].count > most) most = m->params[i].count;
+    size_t most = smoe_model_largest_param(m);
     float *buf = malloc(most * 4);
     if (!buf) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     smoe_status st = SMOE_OK;
@@ -666,11 +664,10 @@ smoe_status smoe_model_ensure_optimizer(smoe_model *m, smoe_err *err)
 {
     if (m->opt_arena.committed) return SMOE_OK;
     smoe_status st = SMOE_OK;
-    size_t most = 1;
+    size_t most = smoe_model_largest_param(m);
     for (int i = 0; i < m->param_count && !st; i++) {
         st = smoe_arena_reserve(&m->opt_arena, m->params[i].count * 4, &m->params[i].m, err);
         if (!st) st = smoe_arena_reserve(&m->opt_arena, m->params[i].count * 4, &m->params[i].v, err);
-        if (m->params[i].count > most) most = m->params[i].count;
     }
     if (!st) st = smoe_arena_commit(&m->opt_arena, err);
     float *zero = st ? NULL : calloc(most, 4);
