@@ -309,6 +309,16 @@ SMOE_API smoe_status smoe_model_get_grad(smoe_model *model, int i, float *out);
 
 /* ---- The Soft MoE ViT (SPEC section 2) ----------------------------------------------------- */
 
+/* MoE layer kinds. */
+typedef enum smoe_moe_kind {
+    SMOE_MOE_SOFT = 0,            /* Soft MoE (SPEC section 1): the default */
+    SMOE_MOE_TOKENS_CHOICE = 1,   /* sparse: each token picks its top_k experts, Batch Priority Routing,
+                                   * capacity, importance and load losses (vmoe's
+                                   * NoisyTopExpertsPerItemRouter) */
+    SMOE_MOE_EXPERTS_CHOICE = 2   /* sparse: each expert picks its top tokens (vmoe's
+                                   * NoisyTopItemsPerExpertRouter) */
+} smoe_moe_kind;
+
 typedef struct smoe_vit_config {
     int image_size, patch_size, channels, dim, depth, heads, mlp_dim;
     int moe_layers[64]; /* block indices that use Soft MoE instead of the dense MLP */

@@ -531,6 +531,49 @@ static void expert_row_sums(int n, int rows, int cols, const float *mat, float *
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* The experts (shared with the sparse MoE layers, sparse_moe_cpu.c)                         */
+/* ---------------------------------------------------------------------------------------- */
+
+size_t smoe_cpu_gemm_pack_floats(void) { return PACK_FLOATS; }
+
+void smoe_cpu_experts_forward(int n, int M, int d, int h, const float *w1, const float *b1,
+                              const float *w2, const float *xs, float *A, float *H, float *out,
+                              float *pack)
+{
+    mm(n, M, h, d, mat(xs, d, (size_t)M * d), mat_t(w1, d, (size_t)h * d), A, h, (size_t)M * h, 0,
+       pack);
+#pragma omp parallel for schedule(static)
+    for (int row = 0; row < n * M; row++)
+        bias_gelu(h, b1 + (size_t)(row / M) * h, A + (size_t)row * h, H + (size_t)row * h);
+    mm(n, M, d, h, mat(H, h, (size_t)M * h), mat_t(w2, h, (size_t)d * h), out, d, (size_t)M * d,
+       0, pack);
+}
+
+void smoe_cpu_experts_backward(int n, int M, int d, int h, const float *w1, const float *w2,
+                               const float *xs, const float *A, const float *H, const float *gy,
+                               float *gh, float *gx, float *gw1, float *gb1, float *gw2,
+                               float *gb2, float *pack)
+{
+    /* fc2: G_W2 = G_Ỹᵀ H, G_b2 = Σ_rows G_Ỹ, G_H = G_Ỹ W2 */
+    mm(n, d, h, M, mat_t(gy, d, (size_t)M * d), mat(H, h, (size_t)M * h), gw2, h, (size_t)d * h,
+       MM_STREAM, pack);
+    mm(n, M, h, d, mat(gy, d, (size_t)M * d), mat(w2, h, (size_t)d * h), gh, h, (size_t)M * h, 0,
+       pack);
+    expert_row_sums(n, M, d, gy, gb2);
+
+    /* G_A = G_H ⊙ gelu'(A) */
+#pragma omp parallel for schedule(static)
+    for (int row = 0; row < n * M; row++) gelu_backward(h, A + (size_t)row * h, gh + (size_t)row * h);
+    expert_row_sums(n, M, h, gh, gb1);
+
+    /* fc1: G_W1 = G_Aᵀ X̃, G_X̃ = G_A W1 */
+    mm(n, h, d, M, mat_t(gh, h, (size_t)M * h), mat(xs, d, (size_t)M * d), gw1, d, (size_t)h * d,
+       MM_STREAM, pack);
+    mm(n, M, d, h, mat(gh, h, (size_t)M * h), mat(w1, d, (size_t)h * d), gx, d, (size_t)M * d, 0,
+       pack);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* Forward                                                                                   */
 /* ---------------------------------------------------------------------------------------- */
 
@@ -624,13 +667,7 @@ void smoe_cpu_layer_forward(const smoe_layer_dims *dims, const smoe_layer_params
     permute_slots(dims, seq, xs, 1, NULL);
 
     /* per expert: A = X̃ W1ᵀ + b1, H = gelu(A), then fc2 (without its bias) */
-    mm(n, M, h, d, mat(xs, d, (size_t)M * d), mat_t(prm->w1, d, (size_t)h * d), A, h,
-       (size_t)M * h, 0, pack);
-#pragma omp parallel for schedule(static)
-    for (int row = 0; row < n * M; row++)
-        bias_gelu(h, prm->b1 + (size_t)(row / M) * h, A + (size_t)row * h, H + (size_t)row * h);
-    mm(n, M, d, h, mat(H, h, (size_t)M * h), mat_t(prm->w2, h, (size_t)d * h), ex1, d,
-       (size_t)M * d, 0, pack);
+    smoe_cpu_experts_forward(n, M, d, h, prm->w1, prm->b1, prm->w2, xs, A, H, ex1, pack);
 
     /* Ỹ = fc2 output + b2, sequence-major; Y = C Ỹ per sequence */
     permute_slots(dims, ex1, ys, 0, prm->b2);
@@ -663,23 +700,9 @@ void smoe_cpu_layer_backward(const smoe_layer_dims *dims, const smoe_layer_param
        0, pack);
     permute_slots(dims, seq, gy_e, 1, NULL);
 
-    /* fc2 backward: G_W2 = G_Ỹᵀ H, G_b2 = Σ_rows G_Ỹ, G_H = G_Ỹ W2 */
-    mm(n, d, h, M, mat_t(gy_e, d, (size_t)M * d), mat(H, h, (size_t)M * h), grads->w2, h,
-       (size_t)d * h, MM_STREAM, pack);
-    mm(n, M, h, d, mat(gy_e, d, (size_t)M * d), mat(prm->w2, h, (size_t)d * h), gh, h,
-       (size_t)M * h, 0, pack);
-    expert_row_sums(n, M, d, gy_e, grads->b2);
-
-    /* G_A = G_H ⊙ gelu'(A) */
-#pragma omp parallel for schedule(static)
-    for (int row = 0; row < n * M; row++) gelu_backward(h, A + (size_t)row * h, gh + (size_t)row * h);
-    expert_row_sums(n, M, h, gh, grads->b1);
-
-    /* fc1 backward: G_W1 = G_Aᵀ X̃, G_X̃ = G_A W1; G_X̃ scattered sequence-major */
-    mm(n, h, d, M, mat_t(gh, h, (size_t)M * h), mat(xs, d, (size_t)M * d), grads->w1, d,
-       (size_t)h * d, MM_STREAM, pack);
-    mm(n, M, d, h, mat(gh, h, (size_t)M * h), mat(prm->w1, d, (size_t)h * d), gx_e, d,
-       (size_t)M * d, 0, pack);
+    /* the experts' backward: every expert gradient and G_X̃; G_X̃ scattered sequence-major */
+    smoe_cpu_experts_backward(n, M, d, h, prm->w1, prm->w2, xs, A, H, gy_e, gh, gx_e, grads->w1,
+                              grads->b1, grads->w2, grads->b2, pack);
     permute_slots(dims, gx_e, seq, 0, NULL);
 
     /* G_D = X G_X̃ᵀ per sequence */

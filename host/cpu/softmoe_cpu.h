@@ -34,4 +34,18 @@ void smoe_cpu_layer_backward(const smoe_layer_dims *dims, const smoe_layer_param
                              const float *x, const float *dy, float *ws, float *dx,
                              const smoe_layer_grads *grads);
 
+/* The experts alone, over rows already gathered expert-major (xs [n, M, d]: the M rows of
+ * expert e contiguous); shared with the sparse MoE layers. Forward: A = xs W1ᵀ + b1 [n, M, h],
+ * H = gelu(A), out = H W2ᵀ [n, M, d] (without b2). Backward, given gy = G_out [n, M, d]: every
+ * expert gradient (overwritten), gh = G_A [n, M, h] and gx = G_xs [n, M, d]. pack is scratch of
+ * smoe_cpu_gemm_pack_floats() floats. */
+size_t smoe_cpu_gemm_pack_floats(void);
+void smoe_cpu_experts_forward(int n, int M, int d, int h, const float *w1, const float *b1,
+                              const float *w2, const float *xs, float *A, float *H, float *out,
+                              float *pack);
+void smoe_cpu_experts_backward(int n, int M, int d, int h, const float *w1, const float *w2,
+                               const float *xs, const float *A, const float *H, const float *gy,
+                               float *gh, float *gx, float *gw1, float *gb1, float *gw2,
+                               float *gb2, float *pack);
+
 #endif
