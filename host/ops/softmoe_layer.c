@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/interface.h"
+#include "ops/experts.h"
 #include "ops/matmul.h"
 
 #define REDUCE_WG 64 /* a power of two: tree reductions in shared memory */
@@ -65,20 +66,6 @@ static smoe_status record_vectors(smoe_program *p, const char *shader, uint32_t 
     return smoe_program_dispatch(p, pl, b, bindings, &pc, sizeof pc, groups, err);
 }
 
-static smoe_status record_colsum(smoe_program *p, smoe_tensor x, smoe_tensor out, uint32_t rows, uint32_t cols,
-                                 uint32_t ld, uint32_t bs, uint32_t g, uint32_t gs, uint32_t out_bs, uint32_t batch,
-                                 smoe_err *err)
-{
-    uint32_t spec[4] = {32, 8, 1, 0};
-    const smoe_pipeline *pl;
-    smoe_status st = smoe_pipeline_get(p->gpu, "colsum", 2, sizeof(smoe_push_colsum), spec, 4, &pl, err);
-    if (st) return st;
-    smoe_push_colsum pc = {rows, cols, ld, bs, g, gs, out_bs};
-    smoe_binding b[2] = {{x, SMOE_READ}, {out, SMOE_WRITE}};
-    uint32_t groups[3] = {smoe_div_up(cols, 32), 1, batch};
-    return smoe_program_dispatch(p, pl, b, 2, &pc, sizeof pc, groups, err);
-}
-
 /* The rows of the slot tensor [b, S, d] routed to expert e, as an operand with e the batch index:
  * row r of expert e is slot e*p + r%p of sequence r/p. */
 static smoe_mm_operand expert_rows(smoe_tensor t, const smoe_layer_dims *d)
@@ -88,11 +75,19 @@ static smoe_mm_operand expert_rows(smoe_tensor t, const smoe_layer_dims *d)
     return o;
 }
 
+/* The experts' matmuls over those rows (ops/experts.h). */
+static smoe_experts_rec experts_of(const smoe_layer_tensors *L, const smoe_layer_dims *d)
+{
+    uint32_t R = (uint32_t)(d->b * d->p);
+    smoe_experts_rec ex = {(uint32_t)d->n, R, (uint32_t)d->d, (uint32_t)d->h, L->w1, L->b1, L->w2, L->b2, L->pre,
+                           expert_rows(L->slots, d), expert_rows(L->slots_out, d)};
+    return ex;
+}
+
 static smoe_status record_forward(smoe_program *p, const smoe_layer_tensors *L, const smoe_layer_dims *d,
                                          smoe_err *err)
 {
     uint32_t B = (uint32_t)d->b, m = (uint32_t)d->m, D = (uint32_t)d->d, S = (uint32_t)(d->n * d->p);
-    uint32_t n = (uint32_t)d->n, R = B * (uint32_t)d->p, H = (uint32_t)d->h;
     smoe_status st;
 
     /* 1-2. inverse norms of the tokens (rows of X) and of the slot parameters (columns of phi) */
@@ -129,22 +124,10 @@ static smoe_status record_forward(smoe_program *p, const smoe_layer_tensors *L, 
     st = smoe_record_matmul(p, &mm, err);
     if (st) return st;
 
-    /* 6. experts, fc1: pre_e = X~_e W1_e^T + b1_e over the b*p rows of expert e */
-    mm = (smoe_matmul){
-        .M = R, .N = H, .K = D, .batch = n, .trans_b = 1,
-        .a = expert_rows(L->slots, d), .b = smoe_mm_plain(L->w1, D, H * D), .c = smoe_mm_plain(L->pre, H, R * H),
-        .epi = SMOE_EPI_BIAS, .bias = L->b1, .bias_bs = H,
-    };
-    st = smoe_record_matmul(p, &mm, err);
-    if (st) return st;
-
-    /* 7. experts, fc2: Y~_e = gelu(pre_e) W2_e^T + b2_e, written back in slot order */
-    mm = (smoe_matmul){
-        .M = R, .N = D, .K = H, .batch = n, .trans_b = 1,
-        .a = smoe_mm_plain(L->pre, H, R * H), .b = smoe_mm_plain(L->w2, H, D * H), .c = expert_rows(L->slots_out, d),
-        .a_xform = SMOE_XFORM_GELU, .epi = SMOE_EPI_BIAS, .bias = L->b2, .bias_bs = D,
-    };
-    st = smoe_record_matmul(p, &mm, err);
+    /* 6-7. the experts: pre_e = X~_e W1_e^T + b1_e, Y~_e = gelu(pre_e) W2_e^T + b2_e, over the
+     * b*p rows of expert e, written back in slot order */
+    smoe_experts_rec ex = experts_of(L, d);
+    st = smoe_record_experts_forward(p, &ex, err);
     if (st) return st;
 
     /* 8. combine: Y_b = C_b Y~_b, C rebuilt from P on load */
@@ -160,7 +143,6 @@ static smoe_status record_backward(smoe_program *p, const smoe_layer_tensors *L,
                                           smoe_err *err)
 {
     uint32_t B = (uint32_t)d->b, m = (uint32_t)d->m, D = (uint32_t)d->d, S = (uint32_t)(d->n * d->p);
-    uint32_t n = (uint32_t)d->n, R = B * (uint32_t)d->p, H = (uint32_t)d->h;
     smoe_status st;
     smoe_matmul mm;
 
@@ -181,42 +163,11 @@ static smoe_status record_backward(smoe_program *p, const smoe_layer_tensors *L,
     };
     if ((st = smoe_record_matmul(p, &mm, err))) return st;
 
-    /* 3. G_pre_e = (G_Y~_e W2_e) * gelu'(pre_e) */
-    mm = (smoe_matmul){
-        .M = R, .N = H, .K = D, .batch = n,
-        .a = expert_rows(L->g_slots_out, d), .b = smoe_mm_plain(L->w2, H, D * H), .c = smoe_mm_plain(L->g_pre, H, R * H),
-        .epi = SMOE_EPI_GELU_GRAD, .aux = L->pre,
-    };
-    if ((st = smoe_record_matmul(p, &mm, err))) return st;
-
-    /* 4. G_W2_e = G_Y~_e^T gelu(pre_e) */
-    mm = (smoe_matmul){
-        .M = D, .N = H, .K = R, .batch = n, .trans_a = 1,
-        .a = expert_rows(L->g_slots_out, d), .b = smoe_mm_plain(L->pre, H, R * H), .c = smoe_mm_plain(L->g_w2, H, D * H),
-        .b_xform = SMOE_XFORM_GELU,
-    };
-    if ((st = smoe_record_matmul(p, &mm, err))) return st;
-
-    /* 5. G_b2_e = sum over the rows of G_Y~_e */
-    smoe_mm_operand gy = expert_rows(L->g_slots_out, d);
-    if ((st = record_colsum(p, L->g_slots_out, L->g_b2, R, D, gy.ld, gy.bs, gy.g, gy.gs, D, n, err))) return st;
-
-    /* 6. G_W1_e = G_pre_e^T X~_e */
-    mm = (smoe_matmul){
-        .M = H, .N = D, .K = R, .batch = n, .trans_a = 1,
-        .a = smoe_mm_plain(L->g_pre, H, R * H), .b = expert_rows(L->slots, d), .c = smoe_mm_plain(L->g_w1, D, H * D),
-    };
-    if ((st = smoe_record_matmul(p, &mm, err))) return st;
-
-    /* 7. G_b1_e = sum over the rows of G_pre_e */
-    if ((st = record_colsum(p, L->g_pre, L->g_b1, R, H, H, R * H, SMOE_NO_GROUP, 0, H, n, err))) return st;
-
-    /* 8. G_X~_e = G_pre_e W1_e, back in slot order */
-    mm = (smoe_matmul){
-        .M = R, .N = D, .K = H, .batch = n,
-        .a = smoe_mm_plain(L->g_pre, H, R * H), .b = smoe_mm_plain(L->w1, D, H * D), .c = expert_rows(L->g_slots, d),
-    };
-    if ((st = smoe_record_matmul(p, &mm, err))) return st;
+    /* 3-8. the experts' backward: G_pre, G_W2, G_b2, G_W1, G_b1, and G_X~ back in slot order */
+    smoe_experts_rec ex = experts_of(L, d);
+    if ((st = smoe_record_experts_backward(p, &ex, expert_rows(L->g_slots_out, d), L->g_pre, expert_rows(L->g_slots, d),
+                                           L->g_w1, L->g_b1, L->g_w2, L->g_b2, err)))
+        return st;
 
     /* 9. G_D_b = X_b G_X~_b^T */
     mm = (smoe_matmul){
@@ -252,7 +203,7 @@ static smoe_status record_backward(smoe_program *p, const smoe_layer_tensors *L,
     }
 
     /* 13. G_scale = sum of the partials */
-    if ((st = record_colsum(p, L->partial, L->g_scale, B * m, 1, 1, 0, SMOE_NO_GROUP, 0, 0, 1, err))) return st;
+    if ((st = smoe_record_colsum(p, L->partial, L->g_scale, B * m, 1, 1, 0, SMOE_NO_GROUP, 0, 0, 1, err))) return st;
 
     /* 14. Q_x = U phi^T (= r * G_X^), all sequences at once */
     mm = (smoe_matmul){

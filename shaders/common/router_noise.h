@@ -88,8 +88,8 @@ SMOE_RN_FN float smoe_rn_log(float u)
     SMOE_RN_EXACT series =
         1.0f + s2 * (0.333333343f + s2 * (0.200000003f + s2 * (0.142857149f + s2 * (0.111111112f + s2 * 0.0909090936f))));
     SMOE_RN_EXACT lnm = 2.0f * s * series;
-    SMOE_RN_EXACT out = SMOE_RN_TO_FLOAT(e) * 0.693147182f + lnm;
-    return out;
+    SMOE_RN_EXACT res = SMOE_RN_TO_FLOAT(e) * 0.693147182f + lnm;
+    return res;
 }
 
 /* sqrt(x) for a normal x > 0: x times 1/sqrt(x) from the bit estimate and three Newton steps. */
@@ -100,8 +100,8 @@ SMOE_RN_FN float smoe_rn_sqrt(float x)
     y = y * (1.5f - hx * y * y);
     y = y * (1.5f - hx * y * y);
     y = y * (1.5f - hx * y * y);
-    SMOE_RN_EXACT out = x * y;
-    return out;
+    SMOE_RN_EXACT res = x * y;
+    return res;
 }
 
 /* cos(2 pi t) for 0 <= t < 1: t = q/4 + r with |r| <= 1/8, then the series of cos or sin of
@@ -114,8 +114,8 @@ SMOE_RN_FN float smoe_rn_cos_turns(float t)
     SMOE_RN_EXACT c = 1.0f + x2 * (-0.5f + x2 * (0.0416666679f + x2 * (-0.00138888892f + x2 * 2.48015876e-05f)));
     SMOE_RN_EXACT s = x * (1.0f + x2 * (-0.166666672f + x2 * (0.00833333377f + x2 * -0.000198412701f)));
     SMOE_RN_U quadrant = SMOE_RN_TO_UINT(q) & 3u;
-    float out = quadrant == 0u ? c : quadrant == 1u ? -s : quadrant == 2u ? -c : s;
-    return out;
+    float res = quadrant == 0u ? c : quadrant == 1u ? -s : quadrant == 2u ? -c : s;
+    return res;
 }
 
 /* A standard normal sample for (step, layer, token, expert). */
@@ -127,8 +127,8 @@ SMOE_RN_FN float smoe_router_normal(SMOE_RN_U step, SMOE_RN_U layer, SMOE_RN_U t
     SMOE_RN_U b2 = smoe_rn_hash(h ^ (expert * 2u + 1u));
     SMOE_RN_EXACT u1 = SMOE_RN_TO_FLOAT(((b1 >> 9) << 1) | 1u) * 5.96046448e-08f; /* odd/2^24: in (0, 1) */
     SMOE_RN_EXACT u2 = SMOE_RN_TO_FLOAT(b2 >> 8) * 5.96046448e-08f;              /* in [0, 1) */
-    SMOE_RN_EXACT out = smoe_rn_sqrt(-2.0f * smoe_rn_log(u1)) * smoe_rn_cos_turns(u2);
-    return out;
+    SMOE_RN_EXACT res = smoe_rn_sqrt(-2.0f * smoe_rn_log(u1)) * smoe_rn_cos_turns(u2);
+    return res;
 }
 
 /* 1 - Phi(z), the standard normal's upper tail. */
