@@ -309,7 +309,7 @@ SMOE_API smoe_status smoe_model_get_grad(smoe_model *model, int i, float *out);
 
 /* ---- The Soft MoE ViT (SPEC section 2) ----------------------------------------------------- */
 
-/* MoE layer kinds. */
+/* The MoE layer of the moe_layers blocks. */
 typedef enum smoe_moe_kind {
     SMOE_MOE_SOFT = 0,            /* Soft MoE (SPEC section 1): the default */
     SMOE_MOE_TOKENS_CHOICE = 1,   /* sparse: each token picks its top_k experts, Batch Priority Routing,
@@ -321,9 +321,19 @@ typedef enum smoe_moe_kind {
 
 typedef struct smoe_vit_config {
     int image_size, patch_size, channels, dim, depth, heads, mlp_dim;
-    int moe_layers[64]; /* block indices that use Soft MoE instead of the dense MLP */
+    int moe_layers[64]; /* block indices that use an MoE layer instead of the dense MLP */
     int moe_count;
-    int experts, slots_per_expert, num_classes;
+    int experts, slots_per_expert, num_classes; /* slots_per_expert: Soft MoE only */
+    /* The MoE layer kind and the sparse routers' settings. A zeroed field takes its default, so
+     * a config zeroed before it is filled in is a Soft MoE ViT as before. */
+    int moe_kind;          /* smoe_moe_kind; 0: SMOE_MOE_SOFT */
+    int top_k;             /* Tokens Choice: experts per token, 1 or 2 (0: 1) */
+    float capacity_factor; /* sparse routers: c; Tokens Choice capacity ceil(top_k*g*c/n) rounded
+                            * up to a multiple of 4, Experts Choice capacity round(g*c/n), for a
+                            * group of g tokens and n experts (0: 1.0) */
+    int group_size;        /* sparse routers: tokens per routing group (0: one image). A group
+                            * larger than an image spans consecutive images of the batch, which then
+                            * compete for the experts' capacity. */
 } smoe_vit_config;
 
 /* Parses the JSON of "softmoe.config" (SPEC section 3), checking every value. */
@@ -382,7 +392,9 @@ SMOE_API smoe_status smoe_job_wait(smoe_job *job);
 SMOE_API void smoe_job_free(smoe_job *job);
 
 /* Forward and backward on a labelled batch: the mean softmax cross-entropy in *loss, the logits
- * (may be NULL), and every parameter's gradient (smoe_model_get_grad). Parameters unchanged. */
+ * (may be NULL), and every parameter's gradient (smoe_model_get_grad). Parameters unchanged.
+ * For a Tokens Choice ViT the loss includes the routers' importance losses (0.005 each); the
+ * routing is deterministic here (no noise: that is smoe_vit_train_step's). */
 SMOE_API smoe_status smoe_vit_loss_grads(smoe_model *model, int b, const float *images, const int32_t *labels,
                                          float *loss, float *logits);
 
@@ -408,7 +420,10 @@ SMOE_API float smoe_train_lr(const smoe_train_config *cfg, long step);
 /* One training step (forward, backward, clipping, AdamW) on a labelled batch of size b. On the
  * Vulkan path the whole step is one command buffer recorded on first use and replayed; per step
  * only the batch and {step, lr} go up and the loss and logits come down. The step counter is kept
- * by the model (smoe_model_train_step_count). logits may be NULL. */
+ * by the model (smoe_model_train_step_count). logits may be NULL. The sparse routers add
+ * N(0, 1/n^2) noise to their logits, drawn from (step, block, token, expert) alike on every
+ * device, so a run is reproducible and resumes exactly; for Tokens Choice *loss includes the
+ * importance and load losses (0.005 each, summed over the MoE blocks). */
 SMOE_API smoe_status smoe_vit_train_step(smoe_model *model, const smoe_train_config *cfg, int b, const float *images,
                                          const int32_t *labels, float *loss, float *logits);
 SMOE_API long smoe_model_train_step_count(const smoe_model *model);

@@ -13,12 +13,14 @@
 #include "model.h"
 #include "ops/ops.h"
 #include "ops/softmoe_layer.h"
+#include "ops/sparse_moe_layer.h"
 
 #define MAX_DEPTH 64
 
 enum { MODE_INFER = 0, MODE_GRADS = 1, MODE_TRAIN = 2 };
 
-/* Parameter indices of one block; moe is the first of the six Soft MoE parameters, or -1. */
+/* Parameter indices of one block; moe is the first of the MoE layer's parameters (six for Soft
+ * MoE, five for the sparse kinds), or -1. */
 typedef struct vit_block_params {
     int norm1_w, norm1_b, qkv_w, qkv_b, proj_w, proj_b, norm2_w, norm2_b;
     int fc1_w, fc1_b, fc2_w, fc2_b; /* dense blocks */
@@ -28,7 +30,8 @@ typedef struct vit_block_params {
 /* Activations of one block, kept for backward. x_out is the next block's input. */
 typedef struct vit_block_act {
     smoe_tensor ln1, mean1, rstd1, qkv, att, attn_out, x_mid, ln2, mean2, rstd2, pre, x_out;
-    smoe_layer_tensors moe;
+    smoe_layer_tensors moe;       /* Soft MoE blocks */
+    smoe_sparse_tensors sparse;   /* Tokens / Experts Choice blocks */
 } vit_block_act;
 
 typedef struct vit_plan {
@@ -51,13 +54,54 @@ struct smoe_vit {
     vit_block_params blk[MAX_DEPTH];
     int is_moe[MAX_DEPTH];
     smoe_layer_dims moe_dims;
+    smoe_sparse_dims sparse_dims; /* b and layer are set per plan and block */
     vit_plan infer, train;
 };
 
 /* ---- Configuration ---- */
 
-static smoe_status check_config(const smoe_vit_config *c, smoe_err *err)
+static const char *const moe_kind_names[3] = {"soft", "tokens_choice", "experts_choice"};
+
+/* Zeroed sparse-router fields take their defaults (smoe_vit_config). */
+static void config_defaults(smoe_vit_config *c)
 {
+    if (c->moe_kind == SMOE_MOE_TOKENS_CHOICE && c->top_k == 0) c->top_k = 1;
+    if ((c->moe_kind == SMOE_MOE_TOKENS_CHOICE || c->moe_kind == SMOE_MOE_EXPERTS_CHOICE) && c->capacity_factor == 0.0f)
+        c->capacity_factor = 1.0f;
+}
+
+static smoe_status check_router(const smoe_vit_config *c, smoe_err *err)
+{
+    if (c->moe_kind < SMOE_MOE_SOFT || c->moe_kind > SMOE_MOE_EXPERTS_CHOICE)
+        return smoe_fail(err, SMOE_ERROR_BAD_FORMAT,
+                         "config: moe_kind %d is none of soft (0), tokens_choice (1), experts_choice (2)", c->moe_kind);
+    if (c->moe_kind == SMOE_MOE_SOFT) {
+        if (c->top_k || c->capacity_factor != 0.0f || c->group_size)
+            return smoe_fail(err, SMOE_ERROR_BAD_FORMAT,
+                             "config: top_k, capacity_factor and group_size are settings of the sparse routers "
+                             "(moe_kind tokens_choice or experts_choice), not of Soft MoE");
+        return SMOE_OK;
+    }
+    if (c->moe_kind == SMOE_MOE_EXPERTS_CHOICE && c->top_k)
+        return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: top_k is a setting of tokens_choice, not of experts_choice");
+    if (c->moe_kind == SMOE_MOE_TOKENS_CHOICE && (c->top_k < 1 || c->top_k > 2))
+        return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: top_k is %d; it must be 1 or 2", c->top_k);
+    if (c->moe_kind == SMOE_MOE_TOKENS_CHOICE && c->moe_count && c->top_k > c->experts)
+        return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: top_k %d exceeds the %d experts", c->top_k, c->experts);
+    if (!(c->capacity_factor > 0.0f && c->capacity_factor <= 1024.0f))
+        return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: capacity_factor %g must be above 0 and at most 1024",
+                         (double)c->capacity_factor);
+    if (c->group_size < 0 || c->group_size > (1 << 24))
+        return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: group_size %d must be between 0 (one image) and %d tokens",
+                         c->group_size, 1 << 24);
+    return SMOE_OK;
+}
+
+static smoe_status check_config(const smoe_vit_config *given, smoe_err *err)
+{
+    smoe_vit_config normal = *given;
+    config_defaults(&normal);
+    const smoe_vit_config *c = &normal;
     struct { const char *name; int v, lo, hi; } f[] = {
         {"image_size", c->image_size, 1, 4096}, {"patch_size", c->patch_size, 1, 4096},
         {"channels", c->channels, 1, 64},       {"dim", c->dim, 1, 16384},
@@ -86,10 +130,13 @@ static smoe_status check_config(const smoe_vit_config *c, smoe_err *err)
                 return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: block %d is twice in moe_layers", c->moe_layers[i]);
     }
     if (c->moe_count) {
-        if (c->experts < 1 || c->experts > 65536 || c->slots_per_expert < 1 || c->slots_per_expert > 65536)
+        int slots = c->moe_kind == SMOE_MOE_SOFT ? c->slots_per_expert : 1; /* the sparse kinds have no slots */
+        if (c->experts < 1 || c->experts > 65536 || slots < 1 || slots > 65536)
             return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: experts %d and slots_per_expert %d must be between 1 and 65536",
                              c->experts, c->slots_per_expert);
     }
+    smoe_status st = check_router(c, err);
+    if (st) return st;
     uint64_t weights = (uint64_t)c->depth * (4ull * c->dim * c->dim + 2ull * c->dim * c->mlp_dim) +
                        (uint64_t)c->moe_count * c->experts * 2ull * c->dim * c->mlp_dim;
     if (weights > (1ull << 31))
@@ -110,7 +157,7 @@ static smoe_status parse_config(const char *json, smoe_vit_config *c, smoe_err *
         {"image_size", &c->image_size, 1}, {"patch_size", &c->patch_size, 1}, {"channels", &c->channels, 1},
         {"dim", &c->dim, 1},               {"depth", &c->depth, 1},           {"heads", &c->heads, 1},
         {"mlp_dim", &c->mlp_dim, 1},       {"num_classes", &c->num_classes, 1}, {"experts", &c->experts, 0},
-        {"slots_per_expert", &c->slots_per_expert, 0},
+        {"slots_per_expert", &c->slots_per_expert, 0}, {"top_k", &c->top_k, 0}, {"group_size", &c->group_size, 0},
     };
     smoe_status st = SMOE_OK;
     for (size_t i = 0; i < sizeof f / sizeof f[0] && !st; i++) {
@@ -137,7 +184,22 @@ static smoe_status parse_config(const char *json, smoe_vit_config *c, smoe_err *
             else c->moe_layers[c->moe_count++] = (int)d;
         }
     }
+    cJSON *kind = cJSON_GetObjectItemCaseSensitive(root, "moe_kind");
+    if (!st && kind) {
+        c->moe_kind = -1;
+        for (int i = 0; i < 3 && cJSON_IsString(kind); i++)
+            if (!strcmp(kind->valuestring, moe_kind_names[i])) c->moe_kind = i;
+        if (c->moe_kind < 0)
+            st = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: \"moe_kind\" must be \"soft\", \"tokens_choice\" or \"experts_choice\"");
+    }
+    cJSON *cf = cJSON_GetObjectItemCaseSensitive(root, "capacity_factor");
+    if (!st && cf) {
+        if (!cJSON_IsNumber(cf) || !isfinite(cf->valuedouble) || fabs(cf->valuedouble) > 1e9)
+            st = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: \"capacity_factor\" is not a number");
+        else c->capacity_factor = (float)cf->valuedouble;
+    }
     cJSON_Delete(root);
+    if (!st) config_defaults(c);
     if (!st) st = check_config(c, err);
     return st;
 }
@@ -151,8 +213,15 @@ static void config_json(const smoe_vit_config *c, char *buf, size_t size)
     for (int i = 0; i < c->moe_count && n > 0 && (size_t)n < size; i++)
         n += snprintf(buf + n, size - (size_t)n, "%s%d", i ? ", " : "", c->moe_layers[i]);
     if (n > 0 && (size_t)n < size)
-        snprintf(buf + n, size - (size_t)n, "], \"experts\": %d, \"slots_per_expert\": %d, \"num_classes\": %d}", c->experts,
-                 c->slots_per_expert, c->num_classes);
+        n += snprintf(buf + n, size - (size_t)n, "], \"experts\": %d, \"slots_per_expert\": %d, \"num_classes\": %d", c->experts,
+                      c->slots_per_expert, c->num_classes);
+    /* the sparse routers' settings; a Soft MoE config is written as before */
+    if (n > 0 && (size_t)n < size && c->moe_kind != SMOE_MOE_SOFT)
+        n += snprintf(buf + n, size - (size_t)n, ", \"moe_kind\": \"%s\", \"capacity_factor\": %.9g, \"group_size\": %d",
+                      moe_kind_names[c->moe_kind], (double)c->capacity_factor, c->group_size);
+    if (n > 0 && (size_t)n < size && c->moe_kind == SMOE_MOE_TOKENS_CHOICE)
+        n += snprintf(buf + n, size - (size_t)n, ", \"top_k\": %d", c->top_k);
+    if (n > 0 && (size_t)n < size) snprintf(buf + n, size - (size_t)n, "}");
 }
 
 smoe_status smoe_vit_config_parse(smoe_context *ctx, const char *json, smoe_vit_config *config)
@@ -180,6 +249,10 @@ static smoe_status build_params(smoe_model *m, smoe_vit *v, smoe_err *err)
     v->PC = c->channels * P * P;
     for (int i = 0; i < c->moe_count; i++) v->is_moe[c->moe_layers[i]] = 1;
     v->moe_dims = (smoe_layer_dims){0, v->T, D, c->experts, c->slots_per_expert, c->mlp_dim};
+    v->sparse_dims = (smoe_sparse_dims){.m = v->T, .d = D, .n = c->experts, .h = c->mlp_dim, .kind = c->moe_kind,
+                                        .top_k = c->moe_kind == SMOE_MOE_TOKENS_CHOICE ? c->top_k : 0,
+                                        .capacity_factor = c->capacity_factor, .group_size = c->group_size,
+                                        .importance_weight = SMOE_AUX_LOSS_WEIGHT, .load_weight = SMOE_AUX_LOSS_WEIGHT};
     smoe_status st = SMOE_OK;
     if (!st) st = add(m, &v->patch_w, "patch_embed.proj.weight", 4, D, c->channels, P, P, 1, err);
     if (!st) st = add(m, &v->patch_b, "patch_embed.proj.bias", 1, D, 0, 0, 0, 0, err);
@@ -204,7 +277,8 @@ static smoe_status build_params(smoe_model *m, smoe_vit *v, smoe_err *err)
             b->fc1_w = b->fc1_b = b->fc2_w = b->fc2_b = -1;
             b->moe = m->param_count;
             snprintf(n, sizeof n, "blocks.%d.moe.", i);
-            if (!st) st = smoe_layer_add_params(m, &v->moe_dims, n, err);
+            if (!st && c->moe_kind == SMOE_MOE_SOFT) st = smoe_layer_add_params(m, &v->moe_dims, n, err);
+            if (!st && c->moe_kind != SMOE_MOE_SOFT) st = smoe_sparse_add_params(m, &v->sparse_dims, n, err);
         } else {
             b->moe = -1;
             ADD(fc1_w, "mlp.fc1.weight", 2, c->mlp_dim, D, 0, 1);
@@ -287,6 +361,7 @@ static smoe_status new_vit(smoe_model *m, const smoe_vit_config *cfg, smoe_err *
     m->vit = calloc(1, sizeof *m->vit);
     if (!m->vit) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     m->vit->cfg = *cfg;
+    config_defaults(&m->vit->cfg);
     smoe_arena_init(&m->vit->infer.act, smoe_ctx_gpu(m->ctx), "activations");
     smoe_arena_init(&m->vit->train.act, smoe_ctx_gpu(m->ctx), "training activations");
     smoe_status st = build_params(m, m->vit, err);
@@ -353,6 +428,17 @@ void smoe_vit_destroy(smoe_vit *v)
     free(v);
 }
 
+/* The sparse MoE layer of block i for a batch of B images. */
+static smoe_sparse_dims sparse_dims_of(const smoe_vit *v, int B, int i)
+{
+    smoe_sparse_dims sd = v->sparse_dims;
+    sd.b = B;
+    sd.layer = i;
+    return sd;
+}
+
+static int is_sparse(const smoe_vit *v) { return v->cfg.moe_kind != SMOE_MOE_SOFT; }
+
 static smoe_status plan_reserve(smoe_model *m, vit_plan *p, int B, int training, smoe_err *err)
 {
     smoe_vit *v = m->vit;
@@ -383,7 +469,14 @@ static smoe_status plan_reserve(smoe_model *m, vit_plan *p, int B, int training,
         R(b->mean2, BT);
         R(b->rstd2, BT);
         R(b->x_out, BT * D);
-        if (v->is_moe[i]) {
+        if (v->is_moe[i] && is_sparse(v)) {
+            memset(&b->sparse, 0, sizeof b->sparse);
+            smoe_sparse_bind_params(&b->sparse, m, v->blk[i].moe);
+            b->sparse.x = b->ln2;
+            b->sparse.y = b->x_out;
+            smoe_sparse_dims sd = sparse_dims_of(v, B, i);
+            if (!st) st = smoe_sparse_reserve(&b->sparse, &sd, a, training, err);
+        } else if (v->is_moe[i]) {
             memset(&b->moe, 0, sizeof b->moe);
             smoe_layer_bind_params(&b->moe, m, v->blk[i].moe);
             b->moe.x = b->ln2;
@@ -424,17 +517,25 @@ static smoe_status plan_reserve(smoe_model *m, vit_plan *p, int B, int training,
         free(grads);
         st = smoe_arena_reserve(a, scratch * 4, &p->partial, err);
     }
-    /* The Soft MoE blocks' backward reads dy from g and writes dx to dnorm. */
+    /* The MoE blocks' backward reads dy from g and writes dx to dnorm; the sparse routers' noise
+     * counts the steps of the optimizer state. */
     for (int i = 0; i < c->depth && training; i++)
         if (v->is_moe[i]) {
-            p->blk[i].moe.dy = p->g;
-            p->blk[i].moe.dx = p->dnorm;
+            p->blk[i].moe.dy = p->blk[i].sparse.dy = p->g;
+            p->blk[i].moe.dx = p->blk[i].sparse.dx = p->dnorm;
+            p->blk[i].sparse.step = p->state;
         }
     if (!st) st = smoe_arena_commit(a, err);
     return st;
 }
 
 /* ---- The model as ops ---- */
+
+/* The sparse layers' pass of a mode: deterministic routing unless training. */
+static int route_mode(int mode)
+{
+    return mode == MODE_TRAIN ? SMOE_ROUTE_TRAIN : mode == MODE_GRADS ? SMOE_ROUTE_GRADS : SMOE_ROUTE_INFER;
+}
 
 #define T_(i) (&m->params[(i)].value)
 #define G_(i) (&m->params[(i)].grad)
@@ -462,7 +563,10 @@ static smoe_status forward_ops(smoe_exec *ex, smoe_model *m, vit_plan *p, int mo
         if (!st)
             st = smoe_op_layernorm_forward(ex, BT, D, &b->x_mid, T_(bp->norm2_w), T_(bp->norm2_b), &b->ln2, &b->mean2, &b->rstd2,
                                            err);
-        if (v->is_moe[i]) {
+        if (v->is_moe[i] && is_sparse(v)) {
+            smoe_sparse_dims sd = sparse_dims_of(v, B, i);
+            if (!st) st = smoe_op_sparse_forward(ex, &b->sparse, &sd, route_mode(mode), err);
+        } else if (v->is_moe[i]) {
             if (!st) st = smoe_op_softmoe_forward(ex, &b->moe, &md, err);
         } else {
             if (!st)
@@ -478,10 +582,13 @@ static smoe_status forward_ops(smoe_exec *ex, smoe_model *m, vit_plan *p, int mo
     if (!st && mode != MODE_INFER)
         st = smoe_op_cross_entropy(ex, B, c->num_classes, &p->logits, &p->labels, &p->probs, &p->losses, &p->loss,
                                    &p->dlogits, err);
+    /* the Tokens Choice routers' auxiliary losses join the loss (their gradients are the layers') */
+    for (int i = 0; i < c->depth && !st && mode != MODE_INFER && c->moe_kind == SMOE_MOE_TOKENS_CHOICE; i++)
+        if (v->is_moe[i]) st = smoe_op_add(ex, 1, &p->blk[i].sparse.aux, &p->loss, err);
     return st;
 }
 
-static smoe_status backward_ops(smoe_exec *ex, smoe_model *m, vit_plan *p, smoe_err *err)
+static smoe_status backward_ops(smoe_exec *ex, smoe_model *m, vit_plan *p, int mode, smoe_err *err)
 {
     smoe_vit *v = m->vit;
     const smoe_vit_config *c = &v->cfg;
@@ -503,7 +610,10 @@ static smoe_status backward_ops(smoe_exec *ex, smoe_model *m, vit_plan *p, smoe_
         vit_block_act *b = &p->blk[i];
         const smoe_tensor *x_in = i ? &p->blk[i - 1].x_out : &p->x0;
         /* x_out = x_mid + F(norm2(x_mid)), g = d x_out */
-        if (v->is_moe[i]) {
+        if (v->is_moe[i] && is_sparse(v)) {
+            smoe_sparse_dims sd = sparse_dims_of(v, B, i);
+            st = smoe_op_sparse_backward(ex, &b->sparse, &sd, route_mode(mode), err);
+        } else if (v->is_moe[i]) {
             st = smoe_op_softmoe_backward(ex, &b->moe, &md, err);
         } else {
             st = smoe_op_mlp_backward(ex, BT, D, c->mlp_dim, &b->ln2, T_(bp->fc1_w), T_(bp->fc2_w), &b->pre, &p->g, &p->dpre,
@@ -567,7 +677,7 @@ static smoe_status execute(smoe_model *m, vit_plan *p, int mode, const smoe_trai
         ex.prog = &p->prog[mode];
     }
     if (!st) st = forward_ops(&ex, m, p, mode, err);
-    if (!st && mode != MODE_INFER) st = backward_ops(&ex, m, p, err);
+    if (!st && mode != MODE_INFER) st = backward_ops(&ex, m, p, mode, err);
     if (!st && mode == MODE_TRAIN) st = optimizer_ops(&ex, m, p, cfg, err);
     if (!gpu) return st;
     if (!st) st = smoe_program_end(&p->prog[mode], err);
@@ -582,7 +692,10 @@ static smoe_status execute(smoe_model *m, vit_plan *p, int mode, const smoe_trai
 static smoe_status ensure_plan(smoe_model *m, vit_plan *p, int B, int training, smoe_err *err)
 {
     if (p->batch == B && p->act.committed) return SMOE_OK;
-    if (!training && p->batch >= B && p->act.committed) return SMOE_OK; /* smaller batches are padded */
+    /* smaller batches are padded, unless routing groups span images (the padding would compete) */
+    const smoe_vit_config *c = &m->vit->cfg;
+    int spans = c->moe_count && is_sparse(m->vit) && c->group_size && m->vit->T % c->group_size;
+    if (!training && p->batch >= B && p->act.committed && !spans) return SMOE_OK;
     plan_release(p);
     smoe_status st = training ? smoe_model_ensure_grads(m, err) : SMOE_OK;
     p->batch = B;

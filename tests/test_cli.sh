@@ -50,6 +50,19 @@ check "resumed model equals the uninterrupted one" "cmp -s '$T/full.st' '$T/half
 check "resumed final curve row equals the uninterrupted one" \
     "[ \"\$(tail -1 '$T/full.csv' | cut -d, -f1-7)\" = \"\$(tail -1 '$T/resumed.csv' | cut -d, -f1-7)\" ]"
 
+# train a Tokens Choice ViT from a JSON config (flags after it override it); the model file names
+# its router and the sparse settings; eval reads it back
+printf '{"moe_kind": "tokens_choice", "top_k": 2, "capacity_factor": 1.25, "group_size": 32, "epochs": 1}\n' > "$T/tc.json"
+"$SOFTMOE" train --config "$T/tc.json" $TINY --train-limit 320 --out "$T/tc.st" 2> "$T/tc.log"
+check "train tokens choice" "[ \$? -eq 0 ] && [ -s '$T/tc.st' ] && grep -q 'Tokens Choice' '$T/tc.log'"
+check "the model file names the router" "grep -aq 'tokens_choice' '$T/tc.st' && grep -aq 'moe.gate.weight' '$T/tc.st'"
+"$SOFTMOE" eval --device cpu --model "$T/tc.st" --json --limit 100 > "$T/tc-eval.json"
+check "eval tokens choice" "[ \$? -eq 0 ] && grep -q '\"images\": 100' '$T/tc-eval.json'"
+"$SOFTMOE" train $TINY --epochs 1 --top-k 2 --out "$T/bad.st" 2> "$T/err.txt"
+check "sparse settings without a sparse kind are refused" "[ \$? -eq 2 ] && grep -q 'moe-kind' '$T/err.txt' && [ ! -e '$T/bad.st' ]"
+"$SOFTMOE" train $TINY --epochs 1 --moe-kind sparse --out "$T/bad.st" 2> /dev/null
+check "an unknown moe kind is refused" "[ \$? -eq 2 ] && [ ! -e '$T/bad.st' ]"
+
 # eval --json
 "$SOFTMOE" eval --device cpu --model "$T/full.st" --json --limit 300 > "$T/eval.json"
 check "eval --json" "[ \$? -eq 0 ] && grep -q '\"accuracy\"' '$T/eval.json' && grep -q '\"images\": 300' '$T/eval.json' \

@@ -1,4 +1,4 @@
-/* softmoe train: a Soft MoE (or dense) ViT on Fashion-MNIST, with a progress bar, evaluation each
+/* softmoe train: a Soft MoE, sparse MoE (Tokens or Experts Choice) or dense ViT on Fashion-MNIST, with a progress bar, evaluation each
  * epoch, atomic checkpoints, exact resume, and a CSV of the curves. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -51,7 +51,11 @@ static void usage(void)
             "  --epochs N --batch N --lr X --min-lr X --warmup-epochs X --weight-decay X --clip X --seed N\n"
             "  --scale-lr-mult X     learning-rate multiplier of the Soft MoE logit scales (default 1)\n"
             "  --dim N --depth N --heads N --mlp-dim N --patch N --experts N --slots N\n"
-            "  --moe-layers i,j,..   Soft MoE blocks ('' or --dense: a dense ViT)\n"
+            "  --moe-layers i,j,..   MoE blocks ('' or --dense: a dense ViT)\n"
+            "  --moe-kind K          soft (default), tokens_choice or experts_choice (the sparse routers)\n"
+            "  --top-k N             tokens_choice: experts per token, 1 (default) or 2\n"
+            "  --capacity-factor X   sparse routers: expert capacity factor c (default 1)\n"
+            "  --group-size N        sparse routers: tokens per routing group (default: one image)\n"
             "  --train-limit N --eval-limit N   use only the first N images (quick runs)\n"
             "  --augment 0|1         random horizontal flips and shifts of up to 2 pixels (default 1)\n"
             "  --data DIR            Fashion-MNIST directory (default /usr/share/datasets/fashion-mnist)\n"
@@ -86,6 +90,7 @@ static int set_option(train_opts *o, const char *name, const char *val)
         {"heads", &o->model.heads, 1, 1024},        {"mlp-dim", &o->model.mlp_dim, 1, 65536},
         {"patch", &o->model.patch_size, 1, 28},     {"experts", &o->model.experts, 1, 65536},
         {"slots", &o->model.slots_per_expert, 1, 65536}, {"augment", &o->augment, 0, 1},
+        {"top-k", &o->model.top_k, 1, 2}, {"group-size", &o->model.group_size, 0, 1 << 24},
     };
     for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++)
         if (!strcmp(name, ints[k].name)) {
@@ -104,6 +109,20 @@ static int set_option(train_opts *o, const char *name, const char *val)
             return 1;
         }
     if (!strcmp(name, "warmup-epochs")) return cli_float(val, &o->warmup_epochs) && o->warmup_epochs >= 0;
+    if (!strcmp(name, "capacity-factor")) {
+        if (!cli_float(val, &f) || !(f > 0 && f <= 1024)) return 0;
+        o->model.capacity_factor = (float)f;
+        return 1;
+    }
+    if (!strcmp(name, "moe-kind")) {
+        const char *kinds[3] = {"soft", "tokens_choice", "experts_choice"};
+        for (int k = 0; k < 3; k++)
+            if (!strcmp(val, kinds[k])) {
+                o->model.moe_kind = k;
+                return 1;
+            }
+        return 0;
+    }
     if (!strcmp(name, "seed")) return cli_int(val, 0, 1L << 40, &o->seed);
     if (!strcmp(name, "moe-layers")) return parse_layers(val, &o->model);
     const char **strs[] = {&o->device, &o->out, &o->checkpoint, &o->csv, &o->data_dir};
@@ -275,6 +294,17 @@ int cmd_train(int argc, char **argv)
         }
     }
     if (dense) o.model.moe_count = 0;
+    if (o.model.moe_kind == SMOE_MOE_SOFT && (o.model.top_k || o.model.capacity_factor != 0 || o.model.group_size)) {
+        fprintf(stderr, "softmoe train: --top-k, --capacity-factor and --group-size set the sparse routers: "
+                        "give --moe-kind tokens_choice or experts_choice\n");
+        cJSON_Delete(o.config_tree);
+        return 2;
+    }
+    if (o.model.moe_kind == SMOE_MOE_EXPERTS_CHOICE && o.model.top_k) {
+        fprintf(stderr, "softmoe train: --top-k is a setting of tokens_choice\n");
+        cJSON_Delete(o.config_tree);
+        return 2;
+    }
     if (o.resume && !o.checkpoint) {
         fprintf(stderr, "softmoe train: --resume needs --checkpoint FILE\n");
         return 2;
@@ -316,11 +346,22 @@ int cmd_train(int argc, char **argv)
         smoe_model_param_info(model, i, &pi);
         nparams += (long)pi.count;
     }
-    fprintf(stderr, "softmoe train: %s ViT dim %d depth %d heads %d mlp %d, %d Soft MoE blocks (%d experts x %d slots), "
+    const char *kind_names[3] = {"Soft MoE", "Tokens Choice", "Experts Choice"};
+    char moe[160];
+    if (o.model.moe_kind == SMOE_MOE_SOFT)
+        snprintf(moe, sizeof moe, "%d experts x %d slots", o.model.experts, o.model.slots_per_expert);
+    else {
+        int tokens = (o.model.image_size / o.model.patch_size) * (o.model.image_size / o.model.patch_size);
+        char top[16] = "";
+        if (o.model.moe_kind == SMOE_MOE_TOKENS_CHOICE) snprintf(top, sizeof top, ", top-%d", o.model.top_k);
+        snprintf(moe, sizeof moe, "%d experts%s, capacity factor %g, groups of %d tokens", o.model.experts, top,
+                 (double)o.model.capacity_factor, o.model.group_size ? o.model.group_size : tokens);
+    }
+    const char *kind = o.model.moe_kind >= 0 && o.model.moe_kind < 3 ? kind_names[o.model.moe_kind] : "?";
+    fprintf(stderr, "softmoe train: %s ViT dim %d depth %d heads %d mlp %d, %d %s blocks (%s), "
                     "%.2fM parameters, on %s; %d epochs of %d steps, batch %d%s\n",
-            o.model.moe_count ? "Soft MoE" : "dense", o.model.dim, o.model.depth, o.model.heads, o.model.mlp_dim,
-            o.model.moe_count, o.model.experts, o.model.slots_per_expert, nparams / 1e6, dev.name, o.epochs,
-            steps_per_epoch, o.batch, resumed ? ", resumed" : "");
+            o.model.moe_count ? kind : "dense", o.model.dim, o.model.depth, o.model.heads, o.model.mlp_dim, o.model.moe_count,
+            kind, moe, nparams / 1e6, dev.name, o.epochs, steps_per_epoch, o.batch, resumed ? ", resumed" : "");
     FILE *csv = NULL;
     if (o.csv) {
         int fresh = !(resumed && file_exists(o.csv));
