@@ -1,6 +1,7 @@
 /* softmoe bench: the Soft MoE layer (forward, forward+backward) on the paper's shapes and ViT
  * throughput, on every device asked for, side by side, as ratios to the CPU path and fractions of
- * each device's measured peak. */
+ * each device's measured peak; with --routers also the sparse MoE layers (Tokens Choice K=1 and
+ * K=2, Experts Choice) with the same experts and as many expert rows as Soft MoE's slots. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 
 #include "cli.h"
 #include "context.h"
+#include "ops/sparse_moe_layer.h"
 #include "pipeline.h"
 #include "record.h"
 #include "safetensors.h"
@@ -23,7 +25,7 @@ typedef struct bench_opts {
     int ndev;
     int shapes[MAX_SHAPES][5];
     int nshape;
-    int json, repeat, skip_vit, vit_batch;
+    int json, repeat, skip_vit, vit_batch, routers;
     const char *vit_model;
 } bench_opts;
 
@@ -216,6 +218,100 @@ static double layer_weight_bytes(const int *sh, int backward)
     return backward ? 3 * w : w;
 }
 
+/* ---- The sparse MoE layers ---- */
+
+#define ROUTERS 3 /* Tokens Choice K=1, K=2, Experts Choice */
+static const char *const router_names[ROUTERS] = {"tokens_choice_k1", "tokens_choice_k2", "experts_choice"};
+
+/* The sparse layer on shape (b, m, d, n, p): n experts of hidden 4d, one group per sequence, the
+ * capacity factor c = n*p/m, so that an expert's capacity per sequence is about p (Tokens
+ * Choice rounds it up to a multiple of 4) and the experts see about as many rows as Soft MoE's
+ * n*p slots. */
+static smoe_sparse_dims sparse_dims(const int *sh, int r)
+{
+    smoe_sparse_dims d = {.b = sh[0], .m = sh[1], .d = sh[2], .n = sh[3], .h = 4 * sh[2],
+                          .kind = r == 2 ? SMOE_MOE_EXPERTS_CHOICE : SMOE_MOE_TOKENS_CHOICE, .top_k = r == 2 ? 0 : r + 1,
+                          .capacity_factor = (float)sh[3] * sh[4] / sh[1], .importance_weight = SMOE_AUX_LOSS_WEIGHT,
+                          .load_weight = SMOE_AUX_LOSS_WEIGHT};
+    return d;
+}
+
+static double sparse_gflop(const int *sh, int r, int backward)
+{
+    smoe_sparse_dims d = sparse_dims(sh, r);
+    smoe_sparse_plan pl;
+    smoe_sparse_plan_make(&d, &pl);
+    double rows = (double)d.n * pl.R, router = 2.0 * pl.T * d.d * d.n, fwd = router + 4.0 * rows * d.d * d.h;
+    return (backward ? 3 * fwd : fwd) / 1e9;
+}
+
+/* Times the op directly (there is no sparse layer model file): forward, or forward and backward
+ * in training mode (noise, auxiliary losses), recorded once and replayed on Vulkan. */
+static int time_sparse(smoe_context *ctx, const int *sh, int r, int backward, int repeat, result *res)
+{
+    smoe_gpu *gpu = smoe_ctx_gpu(ctx);
+    smoe_sparse_dims d = sparse_dims(sh, r);
+    smoe_sparse_tensors L;
+    memset(&L, 0, sizeof L);
+    smoe_arena a;
+    smoe_arena_init(&a, gpu, "bench");
+    smoe_err err = {{0}};
+    uint64_t io = (uint64_t)d.b * d.m * d.d, n = d.n, D = d.d, H = d.h;
+    smoe_tensor *in[14] = {&L.x, &L.y, &L.dy, &L.dx, &L.gate, &L.w1, &L.b1, &L.w2, &L.b2, &L.g_gate, &L.g_w1, &L.g_b1, &L.g_w2, &L.g_b2};
+    uint64_t sizes[14] = {io, io, io, io, n * D, n * H * D, n * H, n * D * H, n * D, n * D, n * H * D, n * H, n * D * H, n * D};
+    smoe_status st = SMOE_OK;
+    for (int i = 0; i < 14 && !st; i++) st = smoe_arena_reserve(&a, sizes[i] * 4, in[i], &err);
+    if (!st) st = smoe_arena_reserve(&a, 8, &L.step, &err);
+    if (!st) st = smoe_sparse_reserve(&L, &d, &a, 1, &err);
+    if (!st) st = smoe_arena_commit(&a, &err);
+    float *buf = st ? NULL : malloc(n * H * D * 4 > io * 4 ? n * H * D * 4 : io * 4);
+    if (!st && !buf) st = smoe_fail(&err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    for (int i = 0; i < 9 && !st; i++) {
+        uint64_t s = 99 + (uint64_t)i;
+        for (uint64_t k = 0; k < sizes[i]; k++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            buf[k] = ((float)(s >> 40) / 16777216.0f - 0.5f) * (i < 4 ? 2.0f : 0.1f);
+        }
+        st = smoe_tensor_upload(in[i], 0, buf, sizes[i] * 4, &err);
+    }
+    float step[2] = {1, 0};
+    if (!st) st = smoe_tensor_upload(&L.step, 0, step, sizeof step, &err);
+    free(buf);
+    int mode = backward ? SMOE_ROUTE_TRAIN : SMOE_ROUTE_INFER;
+    smoe_program prog;
+    memset(&prog, 0, sizeof prog);
+    smoe_exec ex = {gpu, gpu ? &prog : NULL};
+    if (!st && gpu) {
+        st = smoe_program_begin(gpu, &prog, &err);
+        if (!st) st = smoe_op_sparse_forward(&ex, &L, &d, mode, &err);
+        if (!st && backward) st = smoe_op_sparse_backward(&ex, &L, &d, mode, &err);
+        if (!st) st = smoe_program_end(&prog, &err);
+    }
+    double *t = calloc((size_t)repeat, sizeof *t);
+    for (int k = -2; k < repeat && !st && t; k++) {
+        double t0 = cli_now();
+        if (gpu) st = smoe_program_run(&prog, &err);
+        else {
+            st = smoe_op_sparse_forward(&ex, &L, &d, mode, &err);
+            if (!st && backward) st = smoe_op_sparse_backward(&ex, &L, &d, mode, &err);
+        }
+        if (k >= 0) t[k] = (cli_now() - t0) * 1e3;
+    }
+    if (!st && t) {
+        qsort(t, (size_t)repeat, sizeof *t, cmp_double);
+        res->ms_min = t[0];
+        res->ms_median = t[repeat / 2];
+    }
+    free(t);
+    smoe_program_destroy(&prog);
+    smoe_arena_release(&a);
+    if (st) {
+        fprintf(stderr, "softmoe bench: %s layer: %s\n", router_names[r], err.msg);
+        return 1;
+    }
+    return 0;
+}
+
 /* ---- The ViT ---- */
 
 static int time_vit(smoe_context *ctx, const bench_opts *o, double *infer_ips, double *train_ips, char *name, size_t name_size)
@@ -278,6 +374,7 @@ int cmd_bench(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         long v;
         if (!strcmp(argv[i], "--json")) o.json = 1;
+        else if (!strcmp(argv[i], "--routers")) o.routers = 1;
         else if (!strcmp(argv[i], "--no-vit")) o.skip_vit = 1;
         else if (!strcmp(argv[i], "--device") && i + 1 < argc && o.ndev < MAX_DEVICES) o.devices[o.ndev++] = argv[++i];
         else if (!strcmp(argv[i], "--vit") && i + 1 < argc) o.vit_model = argv[++i];
@@ -293,8 +390,10 @@ int cmd_bench(int argc, char **argv)
             o.nshape++;
         } else {
             fprintf(stderr, "usage: softmoe bench [--device D]... [--shape b,m,d,n,p]... [--json] [--repeat N]\n"
-                            "                     [--no-vit] [--vit MODEL] [--vit-batch N]\n"
-                            "default: cpu and every Vulkan device; the paper's shapes (expert hidden 4d)\n");
+                            "                     [--no-vit] [--vit MODEL] [--vit-batch N] [--routers]\n"
+                            "default: cpu and every Vulkan device; the paper's shapes (expert hidden 4d)\n"
+                            "--routers: also Tokens Choice (K=1, 2) and Experts Choice layers, n experts with\n"
+                            "           capacity factor n*p/m (about as many expert rows as Soft MoE's slots)\n");
             return 2;
         }
     }
@@ -317,7 +416,7 @@ int cmd_bench(int argc, char **argv)
         smoe_context_destroy(probe);
     }
     /* results[device][shape][pass] */
-    static result res[MAX_DEVICES][MAX_SHAPES][2];
+    static result res[MAX_DEVICES][MAX_SHAPES][2], sres[MAX_DEVICES][MAX_SHAPES][ROUTERS][2];
     double peak[MAX_DEVICES] = {0}, gemm = 0, vit_inf[MAX_DEVICES] = {0}, vit_train[MAX_DEVICES] = {0};
     char label[MAX_DEVICES][32], dname[MAX_DEVICES][256], vit_name[256] = "";
     int cpu_index = -1, rc = 0;
@@ -337,6 +436,10 @@ int cmd_bench(int argc, char **argv)
                         pass ? "forward+backward" : "forward");
                 int reps = !is_cpu && (smoe_ctx_gpu(ctx)->quirks & SMOE_QUIRK_CPU_DRIVER) && o.repeat > 3 ? 3 : o.repeat;
                 rc = time_layer(ctx, sh, pass, reps, &res[dv][s][pass]);
+                for (int r = 0; r < ROUTERS && o.routers && !rc; r++) {
+                    fprintf(stderr, "bench: %s %s layer %s...\n", label[dv], router_names[r], pass ? "forward+backward" : "forward");
+                    rc = time_sparse(ctx, sh, r, pass, reps, &sres[dv][s][r][pass]);
+                }
             }
         if (!o.skip_vit && !rc) {
             fprintf(stderr, "bench: %s ViT...\n", label[dv]);
@@ -354,7 +457,7 @@ int cmd_bench(int argc, char **argv)
                 double vs_cpu = cpu_index >= 0 ? res[cpu_index][s][pass].ms_min / r->ms_min : 0;
                 double gbs = layer_weight_bytes(sh, pass) / (r->ms_min / 1e3) / 1e9;
                 if (o.json)
-                    printf("{\"device\": \"%s\", \"device_name\": \"%s\", \"kind\": \"layer\", \"shape\": [%d, %d, %d, %d, %d], "
+                    printf("{\"device\": \"%s\", \"device_name\": \"%s\", \"kind\": \"layer\", \"router\": \"soft\", \"shape\": [%d, %d, %d, %d, %d], "
                            "\"pass\": \"%s\", \"ms_min\": %.3f, \"ms_median\": %.3f, \"gflops\": %.2f, \"speedup_vs_cpu\": %.3f, "
                            "\"fraction_of_peak\": %.4f, \"weight_gbytes_per_second\": %.2f}\n",
                            label[dv], dname[dv], sh[0], sh[1], sh[2], sh[3], sh[4], pass ? "forward+backward" : "forward",
@@ -365,6 +468,25 @@ int cmd_bench(int argc, char **argv)
                            label[dv], sh[0], sh[1], sh[2], sh[3], sh[4], pass ? "forward+backward" : "forward", r->ms_min,
                            r->ms_median, gf, vs_cpu, peak[dv] > 0 ? 100 * gf / peak[dv] : 0, gbs);
             }
+        for (int s = 0; s < o.nshape && o.routers; s++)
+            for (int r = 0; r < ROUTERS; r++)
+                for (int pass = 0; pass < 2; pass++) {
+                    const int *sh = o.shapes[s];
+                    const result *q = &sres[dv][s][r][pass], *soft = &res[dv][s][pass];
+                    double gf = sparse_gflop(sh, r, pass) / (q->ms_min / 1e3);
+                    double vs_cpu = cpu_index >= 0 ? sres[cpu_index][s][r][pass].ms_min / q->ms_min : 0;
+                    if (o.json)
+                        printf("{\"device\": \"%s\", \"device_name\": \"%s\", \"kind\": \"layer\", \"router\": \"%s\", "
+                               "\"shape\": [%d, %d, %d, %d, %d], \"pass\": \"%s\", \"ms_min\": %.3f, \"ms_median\": %.3f, "
+                               "\"gflops\": %.2f, \"speedup_vs_cpu\": %.3f, \"time_vs_soft\": %.3f}\n",
+                               label[dv], dname[dv], router_names[r], sh[0], sh[1], sh[2], sh[3], sh[4],
+                               pass ? "forward+backward" : "forward", q->ms_min, q->ms_median, gf, vs_cpu, q->ms_min / soft->ms_min);
+                    else
+                        printf("%-9s (%3d,%3d,%3d,%3d,%d) %-16s %-17s %9.2f ms (median %9.2f) %7.1f GFLOP/s  %5.2fx cpu  %5.2fx "
+                               "soft's time\n",
+                               label[dv], sh[0], sh[1], sh[2], sh[3], sh[4], pass ? "forward+backward" : "forward", router_names[r],
+                               q->ms_min, q->ms_median, gf, vs_cpu, q->ms_min / soft->ms_min);
+                }
         if (!o.skip_vit) {
             if (o.json)
                 printf("{\"device\": \"%s\", \"device_name\": \"%s\", \"kind\": \"vit\", \"model\": \"%s\", \"batch\": %d, "
