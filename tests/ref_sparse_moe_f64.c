@@ -9,22 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ref_vit_f64.h"
 #include "softmoe.h"
 
 static const double PI = 3.14159265358979323846;
-
-static double gelu(double a)
-{
-    const double k = sqrt(2.0 / PI);
-    return 0.5 * a * (1.0 + tanh(k * (a + 0.044715 * a * a * a)));
-}
-
-static double gelu_grad(double a)
-{
-    const double k = sqrt(2.0 / PI);
-    double t = tanh(k * (a + 0.044715 * a * a * a));
-    return 0.5 * (1.0 + t) + 0.5 * a * (1.0 - t * t) * k * (1.0 + 3.0 * 0.044715 * a * a);
-}
 
 typedef struct {
     int T, G, groups, C, K, n;
@@ -79,6 +67,17 @@ void ref_sparse_routing_free(ref_sparse_routing *r)
     memset(r, 0, sizeof *r);
 }
 
+/* Whether expert e holds token t: a kept choice (Tokens Choice) or a pick (Experts Choice). */
+static int assigned(const shape *s, const ref_sparse_routing *r, int t, int e)
+{
+    int yes = 0;
+    if (s->K)
+        for (int k = 0; k < s->K; k++) yes |= r->expert[(size_t)t * s->K + k] == e && r->pos[(size_t)t * s->K + k] >= 0;
+    else
+        for (int c = 0; c < s->C; c++) yes |= r->taken[((size_t)(t / s->G) * s->n + e) * s->C + c] == t;
+    return yes;
+}
+
 /* Expert e on one token: A = W1 x + b1, H = gelu(A), out = W2 H + b2. */
 static void expert_forward(const smoe_sparse_dims *dm, const ref_sparse_params *prm, int e, const double *x, double *A,
                            double *out)
@@ -91,7 +90,7 @@ static void expert_forward(const smoe_sparse_dims *dm, const ref_sparse_params *
     }
     for (int k = 0; k < d; k++) {
         double o = prm->b2[(size_t)e * d + k];
-        for (int j = 0; j < h; j++) o += prm->w2[((size_t)e * d + k) * h + j] * gelu(A[j]);
+        for (int j = 0; j < h; j++) o += prm->w2[((size_t)e * d + k) * h + j] * ref_gelu(A[j]);
         out[k] = o;
     }
 }
@@ -105,10 +104,10 @@ static void expert_backward(const smoe_sparse_dims *dm, const ref_sparse_params 
     for (int j = 0; j < h; j++) {
         double gh = 0;
         for (int k = 0; k < d; k++) {
-            gr->w2[((size_t)e * d + k) * h + j] += g[k] * gelu(A[j]);
+            gr->w2[((size_t)e * d + k) * h + j] += g[k] * ref_gelu(A[j]);
             gh += prm->w2[((size_t)e * d + k) * h + j] * g[k];
         }
-        double ga = gh * gelu_grad(A[j]);
+        double ga = gh * ref_gelu_grad(A[j]);
         gr->b1[(size_t)e * h + j] += ga;
         for (int k = 0; k < d; k++) {
             gr->w1[((size_t)e * h + j) * d + k] += ga * x[k];
@@ -220,12 +219,7 @@ int ref_sparse_f64(const smoe_sparse_dims *dm, const ref_sparse_params *prm, con
     memset(y, 0, sizeof(double) * (size_t)T * d);
     for (int t = 0; t < T; t++)
         for (int e = 0; e < n; e++) {
-            int assigned = 0;
-            if (tc)
-                for (int k = 0; k < K; k++) assigned |= r->expert[(size_t)t * K + k] == e && r->pos[(size_t)t * K + k] >= 0;
-            else
-                for (int c = 0; c < s.C; c++) assigned |= r->taken[((size_t)(t / s.G) * n + e) * s.C + c] == t;
-            if (!assigned) continue;
+            if (!assigned(&s, r, t, e)) continue;
             expert_forward(dm, prm, e, x + (size_t)t * d, A, out);
             double w = gates[(size_t)t * n + e], dot = 0;
             for (int k = 0; k < d; k++) {
@@ -284,12 +278,7 @@ int ref_sparse_f64(const smoe_sparse_dims *dm, const ref_sparse_params *prm, con
         for (int t = 0; t < T; t++) {
             /* through the experts: G_out = gate * dy for every expert that holds the token */
             for (int e = 0; e < n; e++) {
-                int assigned = 0;
-                if (tc)
-                    for (int k = 0; k < K; k++) assigned |= r->expert[(size_t)t * K + k] == e && r->pos[(size_t)t * K + k] >= 0;
-                else
-                    for (int c = 0; c < s.C; c++) assigned |= r->taken[((size_t)(t / s.G) * n + e) * s.C + c] == t;
-                if (!assigned) continue;
+                if (!assigned(&s, r, t, e)) continue;
                 expert_forward(dm, prm, e, x + (size_t)t * d, A, out);
                 for (int k = 0; k < d; k++) g[k] = gates[(size_t)t * n + e] * dy[(size_t)t * d + k];
                 expert_backward(dm, prm, gr, e, x + (size_t)t * d, A, g, dx + (size_t)t * d);

@@ -22,14 +22,7 @@
 
 static uint64_t rng_state = 0x5a17e5u;
 
-static double rng_uniform(void) /* in [-1, 1) */
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    z ^= z >> 31;
-    return (double)(z >> 11) * (2.0 / 9007199254740992.0) - 1.0;
-}
+static double rng_uniform(void) { return test_uniform(&rng_state); }
 
 /* ---- A problem: parameters and inputs, exactly representable in float ---- */
 

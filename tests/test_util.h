@@ -3,6 +3,7 @@
 #define SMOE_TEST_UTIL_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -36,6 +37,16 @@ static inline double test_rel_err(const float *a, const float *b, size_t n)
         if (fabs((double)b[i]) > maxref) maxref = fabs((double)b[i]);
     }
     return maxdiff / (maxref > 0 ? maxref : 1.0);
+}
+
+/* Deterministic pseudo-random doubles in [-1, 1) (splitmix64 on *state), no global state. */
+static inline double test_uniform(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    return (double)(z >> 11) * (2.0 / 9007199254740992.0) - 1.0;
 }
 
 static inline int test_finish(const char *name)
