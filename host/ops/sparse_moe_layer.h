@@ -17,7 +17,8 @@ typedef struct smoe_sparse_tensors {
     smoe_tensor g_gate, g_w1, g_b1, g_w2, g_b2;
     /* input x, output y, and for backward dy in, dx out: [b*m, d] */
     smoe_tensor x, y, dy, dx;
-    /* [>= 1] float: the training step, the noise's counter (the ViT's optimizer state {t, lr}) */
+    /* [>= 1] float: the training step, the noise's counter (the ViT's optimizer state {t, lr};
+     * a float counts steps exactly up to 2^24) */
     smoe_tensor step;
     /* workspace, as smoe_sparse_host names it (aux [1] is the auxiliary loss) */
     smoe_tensor aux, logits, gates, probs, thresh, topk_e, topk_g, slot_token, slot_gate, tok_slot, stats, group_loss;
