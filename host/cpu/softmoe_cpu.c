@@ -317,6 +317,25 @@ static void mm_dot(int count, int M, int N, int K, operand A, operand B, float *
         }
 }
 
+/* mm_dot over groups of rows of different sizes (the expert-subset forward's kept rows of each
+ * expert): for g < count, rows rows_at[e]..rows_at[e+1] of A and C times item e = group[g] of B,
+ * all in one parallel region. */
+static void mm_dot_groups(int count, const int *group, const int *rows_at, int N, int K, operand A,
+                          operand B, float *C, int ldc)
+{
+    const int nj = (N + DOT_J - 1) / DOT_J;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int g = 0; g < count; g++)
+        for (int jt = 0; jt < nj; jt++) {
+            const int e = group[g], end = rows_at[e + 1];
+            const int j0 = jt * DOT_J, jn = N - j0 < DOT_J ? N - j0 : DOT_J;
+            const float *bt = B.p + e * B.stride + (size_t)j0 * B.ld;
+            for (int i0 = rows_at[e]; i0 < end; i0 += DOT_R)
+                dot_tile(K, A.p + (size_t)i0 * A.ld, A.ld, end - i0 < DOT_R ? end - i0 : DOT_R, bt,
+                         B.ld, jn, C + (size_t)i0 * ldc + j0, ldc, 0);
+        }
+}
+
 #endif /* SMOE_HAVE_AVX512_KERNEL */
 
 /* The batch of GEMMs C_g = (or +=) op(A_g) op(B_g), g < count. pack: PACK_FLOATS floats. */
@@ -340,6 +359,27 @@ static void mm(int count, int M, int N, int K, operand A, operand B, float *C, i
                     B.trans ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A.p + g * A.stride, A.ld,
                     B.p + g * B.stride, B.ld, flags & MM_ACCUMULATE ? 1.0f : 0.0f,
                     C + g * stride_c, ldc);
+}
+
+/* C rows = A rows Wᵀ_e for the count experts e = group[g], over their rows rows_at[e]..
+ * rows_at[e+1] of A [rows, K] and C [rows, N], W [n, N, K]: the per-expert GEMMs of the
+ * expert-subset forward. max_rows bounds every group's rows; the kernel is the one mm() would
+ * pick for that many rows, so that with every row kept the results are the full layer's. */
+static void mm_groups(int count, const int *group, const int *rows_at, int max_rows, int N, int K,
+                      const float *A, const float *W, float *C, float *pack)
+{
+#if SMOE_HAVE_AVX512_KERNEL
+    if (__builtin_cpu_supports("avx512f") && max_rows <= DOT_MAX_M) {
+        mm_dot_groups(count, group, rows_at, N, K, mat(A, K, 0), mat_t(W, K, (size_t)N * K), C, N);
+        return;
+    }
+#endif
+    (void)max_rows;
+    for (int g = 0; g < count; g++) {
+        const int e = group[g], r0 = rows_at[e];
+        mm(1, rows_at[e + 1] - r0, N, K, mat(A + (size_t)r0 * K, K, 0),
+           mat_t(W + (size_t)e * N * K, K, 0), C + (size_t)r0 * N, N, 0, 0, pack);
+    }
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -373,6 +413,7 @@ typedef struct {
     size_t rows;   /* [b*S] int    kept slot rows (z*kp + t) grouped by expert */
     size_t row_ex; /* [b*S] int    the expert of each of those rows */
     size_t ex_at;  /* [n+1] int    where each expert's rows start */
+    size_t active; /* [n] int      the experts with rows */
     size_t pack;   /* PACK_FLOATS  GEMM packing buffers */
     size_t total;
 } ws_layout;
@@ -411,6 +452,7 @@ static ws_layout ws_plan(const smoe_layer_dims *dm)
     w.rows = carve(&top, b * S);
     w.row_ex = carve(&top, b * S);
     w.ex_at = carve(&top, (size_t)dm->n + 1);
+    w.active = carve(&top, (size_t)dm->n);
     w.pack = carve(&top, PACK_FLOATS);
     w.total = top;
     return w;
@@ -682,7 +724,7 @@ void smoe_cpu_layer_forward_keep(const smoe_layer_dims *dims, const smoe_layer_p
     float *xs = ws + w.xs, *A = ws + w.a, *H = ws + w.act, *ex1 = ws + w.ex1, *ys = ws + w.ys;
     float *scores = ws + w.scores, *pack = ws + w.pack;
     int *kept = (int *)(ws + w.kept), *rows = (int *)(ws + w.rows), *row_ex = (int *)(ws + w.row_ex);
-    int *ex_at = (int *)(ws + w.ex_at);
+    int *ex_at = (int *)(ws + w.ex_at), *active = (int *)(ws + w.active);
 
     route(dims, prm, x, ws, &w);
 
@@ -723,17 +765,14 @@ void smoe_cpu_layer_forward_keep(const smoe_layer_dims *dims, const smoe_layer_p
     for (int r = 0; r < R; r++) memcpy(xs + (size_t)r * d, xk + (size_t)rows[r] * d, (size_t)d * sizeof(float));
 
     /* per expert with rows: A = X̃ W1ᵀ + b1, H = gelu(A), fc2 */
+    int count = 0;
     for (int e = 0; e < n; e++)
-        if (ex_at[e + 1] > ex_at[e])
-            mm(1, ex_at[e + 1] - ex_at[e], h, d, mat(xs + (size_t)ex_at[e] * d, d, 0),
-               mat_t(prm->w1 + (size_t)e * h * d, d, 0), A + (size_t)ex_at[e] * h, h, 0, 0, pack);
+        if (ex_at[e + 1] > ex_at[e]) active[count++] = e;
+    mm_groups(count, active, ex_at, b * p, h, d, xs, prm->w1, A, pack);
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < R; r++)
         bias_gelu(h, prm->b1 + (size_t)row_ex[r] * h, A + (size_t)r * h, H + (size_t)r * h);
-    for (int e = 0; e < n; e++)
-        if (ex_at[e + 1] > ex_at[e])
-            mm(1, ex_at[e + 1] - ex_at[e], d, h, mat(H + (size_t)ex_at[e] * h, h, 0),
-               mat_t(prm->w2 + (size_t)e * d * h, h, 0), ex1 + (size_t)ex_at[e] * d, d, 0, 0, pack);
+    mm_groups(count, active, ex_at, b * p, d, h, H, prm->w2, ex1, pack);
 
     /* Ỹ of the kept slots = fc2 output + b2, back in sequence order [b, kp, d] */
 #pragma omp parallel for schedule(static)
