@@ -189,7 +189,8 @@ static int time_layer(smoe_context *ctx, const int *sh, int backward, int repeat
     }
     size_t io = (size_t)b * m * d;
     float *x = malloc(io * 4), *y = malloc(io * 4), *dy = malloc(io * 4), *dx = malloc(io * 4);
-    for (size_t i = 0; x && dy && i < io; i++) x[i] = (float)((i * 2654435761u) % 1000) * 1e-3f, dy[i] = 1e-3f;
+    /* zero-mean tokens: inputs of a batch route (and keep experts) differently, as real activations do */
+    for (size_t i = 0; x && dy && i < io; i++) x[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f, dy[i] = 1e-3f;
     double *t = calloc((size_t)repeat, sizeof *t);
     int rc = 0;
     for (int k = -2; k < repeat && !rc; k++) { /* two warm-up runs: pipelines, recording */

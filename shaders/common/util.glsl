@@ -69,20 +69,6 @@ float wg_max(float v)
 #ifdef SMOE_WG_SCAN
 shared uint smoe_scan[gl_WorkGroupSize.x];
 
-uint wg_sum_uint(uint v)
-{
-    uint t = gl_LocalInvocationID.x;
-    smoe_scan[t] = v;
-    barrier();
-    for (uint w = gl_WorkGroupSize.x / 2; w > 0; w /= 2) {
-        if (t < w) smoe_scan[t] += smoe_scan[t + w];
-        barrier();
-    }
-    uint r = smoe_scan[0];
-    barrier();
-    return r;
-}
-
 // The sum of v over the invocations before this one; total gets the sum over all.
 uint wg_scan_exclusive(uint v, out uint total)
 {
@@ -99,5 +85,12 @@ uint wg_scan_exclusive(uint v, out uint total)
     total = smoe_scan[gl_WorkGroupSize.x - 1];
     barrier();
     return inclusive - v;
+}
+
+uint wg_sum_uint(uint v)
+{
+    uint total;
+    wg_scan_exclusive(v, total);
+    return total;
 }
 #endif
