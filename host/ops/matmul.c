@@ -46,7 +46,7 @@ smoe_status smoe_record_matmul(smoe_program *p, const smoe_matmul *mm, smoe_err 
 {
     if (!mm->M || !mm->N || !mm->batch) return SMOE_OK;
     uint32_t tile[5];
-    smoe_matmul_tile(p->gpu, mm->M, mm->N, tile);
+    smoe_matmul_tile(p->gpu, mm->tile_m ? mm->tile_m : mm->M, mm->N, tile);
     uint32_t threads = (tile[0] / tile[3]) * (tile[1] / tile[4]);
     uint32_t spec[SMOE_MM_SPEC_COUNT] = {0};
     spec[0] = threads;

@@ -34,6 +34,7 @@ typedef struct smoe_matmul {
     /* SMOE_GATHER_*: rows or columns through the uint index tensor idx (see interface.h) */
     uint32_t gather, idx_off, idx_bs;
     smoe_tensor idx;
+    uint32_t tile_m; /* the rows to pick the tile for, when fewer than M are expected (0: M) */
 } smoe_matmul;
 
 smoe_status smoe_record_matmul(smoe_program *p, const smoe_matmul *mm, smoe_err *err);
