@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "job.h"
+#include "ops/expert_subset.h"
 #include "ops/softmoe_layer.h"
 
 /* ---- The parameter table ---- */
@@ -135,6 +136,7 @@ typedef struct smoe_layer_model {
     int shape_b, shape_m, shape_backward;
     smoe_program forward, forward_backward;
     int have_forward, have_forward_backward;
+    smoe_keep forward_keep; /* the expert-subset setting recorded into forward */
 } smoe_layer_model;
 
 static const char *const param_names[SMOE_LAYER_PARAM_COUNT] = {
@@ -364,6 +366,7 @@ static smoe_status ensure_shape(smoe_model *md, int b, int m, int backward, smoe
     smoe_layer_bind_params(t, md, 0);
     if (!st) st = smoe_arena_reserve(a, io, &t->x, err);
     if (!st) st = smoe_arena_reserve(a, io, &t->y, err);
+    if (!st) st = smoe_arena_reserve(a, SMOE_KEEP_STATE_WORDS * 4, &t->keep_state, err);
     if (backward) {
         if (!st) st = smoe_arena_reserve(a, io, &t->dy, err);
         if (!st) st = smoe_arena_reserve(a, io, &t->dx, err);
@@ -380,33 +383,43 @@ static smoe_status ensure_shape(smoe_model *md, int b, int m, int backward, smoe
     return SMOE_OK;
 }
 
-/* The layer's work as ops: run now on the CPU path, recorded once on Vulkan. */
-static smoe_status layer_ops(smoe_exec *ex, smoe_layer_model *lm, int backward, smoe_err *err)
+/* The layer's work as ops: run now on the CPU path, recorded once on Vulkan. Forward alone keeps
+ * the experts the model's setting says; with backward, all. */
+static smoe_status layer_ops(smoe_exec *ex, smoe_model *md, int backward, smoe_err *err)
 {
+    smoe_layer_model *lm = md->layer;
+    if (!backward) return smoe_op_softmoe_forward_keep(ex, &lm->t, &lm->dims, &md->keep, 0, err);
     smoe_status st = smoe_op_softmoe_forward(ex, &lm->t, &lm->dims, err);
-    if (!st && backward) st = smoe_op_softmoe_backward(ex, &lm->t, &lm->dims, err);
+    if (!st) st = smoe_op_softmoe_backward(ex, &lm->t, &lm->dims, err);
     return st;
 }
 
-/* Runs the layer's ops: on Vulkan, records them into a program the first time, then replays it. */
-static smoe_status execute(smoe_layer_model *lm, int backward, smoe_err *err)
+/* Runs the layer's ops: on Vulkan, records them into a program the first time (again when the
+ * expert-subset setting changed), then replays it. */
+static smoe_status execute(smoe_model *md, int backward, smoe_err *err)
 {
+    smoe_layer_model *lm = md->layer;
     if (!lm->work.gpu) {
         smoe_exec ex = {NULL, NULL};
-        return layer_ops(&ex, lm, backward, err);
+        return layer_ops(&ex, md, backward, err);
+    }
+    if (!backward && lm->have_forward && !smoe_keep_same_program(&lm->forward_keep, &md->keep)) {
+        smoe_program_destroy(&lm->forward);
+        lm->have_forward = 0;
     }
     smoe_program *p = backward ? &lm->forward_backward : &lm->forward;
     int *have = backward ? &lm->have_forward_backward : &lm->have_forward;
     if (!*have) {
         smoe_status st = smoe_program_begin(lm->work.gpu, p, err);
         smoe_exec ex = {lm->work.gpu, p};
-        if (!st) st = layer_ops(&ex, lm, backward, err);
+        if (!st) st = layer_ops(&ex, md, backward, err);
         if (!st) st = smoe_program_end(p, err);
         if (st) {
             smoe_program_destroy(p);
             return st;
         }
         *have = 1;
+        if (!backward) lm->forward_keep = md->keep;
     }
     return smoe_program_run(p, err);
 }
@@ -432,14 +445,16 @@ static smoe_status run_layer(smoe_model *md, int b, int m, const float *x, const
     int backward = dy != NULL;
     size_t io = (size_t)b * m * lm->dims.d;
     smoe_err err = {{0}};
-    smoe_status st = smoe_check_finite(x, io, "x", &err);
+    smoe_status st = backward ? smoe_model_check_all_experts(md, &err) : SMOE_OK;
+    if (!st) st = smoe_check_finite(x, io, "x", &err);
     if (!st && backward) st = smoe_check_finite(dy, io, "dy", &err);
     if (!st) st = ensure_shape(md, b, m, backward, &err);
     if (st) return smoe_ctx_error(ctx, st, &err);
     smoe_layer_tensors *t = &lm->t;
     st = smoe_tensor_upload(&t->x, 0, x, io * 4, &err);
     if (!st && backward) st = smoe_tensor_upload(&t->dy, 0, dy, io * 4, &err);
-    if (!st) st = execute(lm, backward, &err);
+    if (!st && !backward) st = smoe_model_keep_state(md, &t->keep_state, &err);
+    if (!st) st = execute(md, backward, &err);
     if (!st) st = smoe_tensor_download(&t->y, 0, y, io * 4, &err);
     if (!st && backward && dx) st = smoe_tensor_download(&t->dx, 0, dx, io * 4, &err);
     for (int i = 0; i < 6 && !st && backward; i++)

@@ -4,6 +4,7 @@
 #define SMOE_MODEL_H
 
 #include "context.h"
+#include "cpu/softmoe_cpu.h"
 #include "memory.h"
 #include "safetensors.h"
 
@@ -28,6 +29,8 @@ struct smoe_model {
     struct smoe_layer_model *layer;
     struct smoe_vit *vit;
     struct smoe_job *job;    /* the unfinished asynchronous job, if any (host/job.c) */
+    smoe_keep keep;          /* expert-subset inference (host/keep_experts.c); k = 0: all */
+    uint32_t keep_calls;     /* inference calls since it was set: the random draws' counter */
 };
 
 /* Adds a parameter to the table (not yet reserved). */
@@ -62,6 +65,11 @@ smoe_status smoe_model_ensure_grads(smoe_model *m, smoe_err *err);
 /* AdamW moments (zero) on first need, and their restoring from a checkpoint (models/train.c). */
 smoe_status smoe_model_ensure_optimizer(smoe_model *m, smoe_err *err);
 smoe_status smoe_model_read_optimizer(smoe_model *m, const smoe_st_file *f, smoe_err *err);
+
+/* Expert-subset inference (host/keep_experts.c): gradient calls fail while the model's setting
+ * drops experts; inference calls first write the state of their random draws (if any) into state. */
+smoe_status smoe_model_check_all_experts(const smoe_model *m, smoe_err *err);
+smoe_status smoe_model_keep_state(smoe_model *m, const smoe_tensor *state, smoe_err *err);
 
 /* ViT entry points (models/vit.c). */
 void smoe_vit_metadata(const smoe_model *m, char *json, size_t size);

@@ -350,6 +350,47 @@ SMOE_API smoe_status smoe_vit_get_config(const smoe_model *model, smoe_vit_confi
  * SMOE_ERROR_TOO_LARGE, SMOE_ERROR_DEVICE_LOST, SMOE_ERROR_VULKAN. Threads: context. */
 SMOE_API smoe_status smoe_vit_infer(smoe_model *model, int b, const float *images, float *logits);
 
+/* ---- Expert-subset inference ------------------------------------------------------------ */
+
+/* Chung et al., "Beyond Parameter Count: Implicit Bias in Soft Mixture of Experts" (arXiv
+ * 2409.00879): a Soft MoE with many small experts keeps most of its accuracy when each input runs
+ * only a few of them. With k > 0, every Soft MoE layer of the model, for each input (each image
+ * of a ViT batch, each of the b sequences of smoe_layer_forward):
+ *  - scores every expert by its combine mass: the sum of its combine weights C (SPEC section 1)
+ *    over all tokens and over its slots;
+ *  - keeps the k highest-scoring experts (of equal scores, the lower expert index first);
+ *  - runs only those: the dropped experts' slots output zero and the kept slots are combined with
+ *    the original C (each token's weights then sum to less than 1), or, with renormalize = 1,
+ *    with each token's kept weights rescaled to sum to 1.
+ * The work falls with k on both paths: the dispatch, the experts' matmuls and the combine run over
+ * the kept slots only (on Vulkan the choice is made on the device and the inference program is
+ * recorded once per setting, then replayed). Inputs of one batch keep different experts, and an
+ * expert's weights are read once per batch if any input keeps it: the time saved is largest for
+ * small batches, or where the experts' arithmetic rather than their weights dominates.
+ *
+ * k = 0, or k >= the number of experts n, means all experts: the plain layer, bit for bit. The
+ * setting applies to smoe_layer_forward, smoe_vit_infer and smoe_vit_infer_async, and stays until
+ * changed; a model starts with all experts. Gradients need all experts: while the setting drops
+ * experts, smoe_layer_forward_backward, smoe_vit_loss_grads and smoe_vit_train_step fail with
+ * SMOE_ERROR_INVALID_ARGUMENT (set k = 0 first).
+ * Errors: SMOE_ERROR_INVALID_ARGUMENT (model NULL, k < 0, renormalize not 0 or 1, k > 0 for a ViT
+ * without Soft MoE layers, the model has an unfinished job); nothing changes on failure.
+ * Threads: context. */
+SMOE_API smoe_status smoe_model_set_keep_experts(smoe_model *model, int k, int renormalize);
+
+/* The baseline the method is measured against: as smoe_model_set_keep_experts, but each input of
+ * each layer keeps k experts drawn at random (uniformly, without replacement) instead of the k
+ * highest-scoring. The draws follow from seed and the count of inference calls since this call:
+ * a sequence of calls is reproducible from the seed, while each call, each input and each layer
+ * draws afresh. Both paths draw the same experts. Errors and threads: as
+ * smoe_model_set_keep_experts. */
+SMOE_API smoe_status smoe_model_set_random_experts(smoe_model *model, int k, int renormalize, uint64_t seed);
+
+/* The current setting: *k (0: all experts), *renormalize, *random (1 after
+ * smoe_model_set_random_experts with 0 < k < n). Any output pointer may be NULL.
+ * Errors: SMOE_ERROR_INVALID_ARGUMENT (model NULL). Threads: context. */
+SMOE_API smoe_status smoe_model_get_keep_experts(const smoe_model *model, int *k, int *renormalize, int *random);
+
 /* ---- Asynchronous inference ------------------------------------------------------------- */
 
 /* A running smoe_vit_infer_async; owned by the caller, freed with smoe_job_free. */

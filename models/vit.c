@@ -11,6 +11,7 @@
 
 #include "job.h"
 #include "model.h"
+#include "ops/expert_subset.h"
 #include "ops/ops.h"
 #include "ops/softmoe_layer.h"
 #include "ops/sparse_moe_layer.h"
@@ -44,6 +45,8 @@ typedef struct vit_plan {
     smoe_program prog[3]; /* per mode */
     int recorded[3];
     smoe_adamw_cfg recorded_cfg; /* the optimizer settings baked into prog[MODE_TRAIN] */
+    smoe_tensor keep_state;      /* expert-subset inference: the random draws' state */
+    smoe_keep recorded_keep;     /* the expert-subset setting baked into prog[MODE_INFER] */
 } vit_plan;
 
 typedef struct smoe_vit smoe_vit;
@@ -454,6 +457,7 @@ static smoe_status plan_reserve(smoe_model *m, vit_plan *p, int B, int training,
     R(p->labels, B);
     R(p->patches, BT * v->PC);
     R(p->x0, BT * D);
+    R(p->keep_state, SMOE_KEEP_STATE_WORDS); /* before the blocks: they point at it */
     smoe_layer_dims md = v->moe_dims;
     md.b = B;
     for (int i = 0; i < c->depth; i++) {
@@ -481,6 +485,7 @@ static smoe_status plan_reserve(smoe_model *m, vit_plan *p, int B, int training,
             smoe_layer_bind_params(&b->moe, m, v->blk[i].moe);
             b->moe.x = b->ln2;
             b->moe.y = b->x_out;
+            b->moe.keep_state = p->keep_state;
             if (!st) st = smoe_layer_reserve(&b->moe, &md, a, training, err);
         } else {
             R(b->pre, BT * c->mlp_dim);
@@ -567,7 +572,8 @@ static smoe_status forward_ops(smoe_exec *ex, smoe_model *m, vit_plan *p, int mo
             smoe_sparse_dims sd = sparse_dims_of(v, B, i);
             if (!st) st = smoe_op_sparse_forward(ex, &b->sparse, &sd, route_mode(mode), err);
         } else if (v->is_moe[i]) {
-            if (!st) st = smoe_op_softmoe_forward(ex, &b->moe, &md, err);
+            if (!st && mode == MODE_INFER) st = smoe_op_softmoe_forward_keep(ex, &b->moe, &md, &m->keep, (uint32_t)i, err);
+            else if (!st) st = smoe_op_softmoe_forward(ex, &b->moe, &md, err);
         } else {
             if (!st)
                 st = smoe_op_mlp_forward(ex, BT, D, c->mlp_dim, &b->ln2, T_(bp->fc1_w), T_(bp->fc1_b), T_(bp->fc2_w),
@@ -730,6 +736,18 @@ static smoe_status upload_batch(smoe_model *m, vit_plan *p, int b, const float *
     return st;
 }
 
+/* Before an inference on plan p: the recorded program is dropped if it was recorded with another
+ * expert-subset setting, and the random draws' state of this call is written. */
+static smoe_status prepare_infer(smoe_model *m, vit_plan *p, smoe_err *err)
+{
+    if (p->recorded[MODE_INFER] && !smoe_keep_same_program(&p->recorded_keep, &m->keep)) {
+        smoe_program_destroy(&p->prog[MODE_INFER]);
+        p->recorded[MODE_INFER] = 0;
+    }
+    p->recorded_keep = m->keep;
+    return smoe_model_keep_state(m, &p->keep_state, err);
+}
+
 static smoe_status check_vit(smoe_model *m, int b, const float *images)
 {
     if (!m) return SMOE_ERROR_INVALID_ARGUMENT;
@@ -751,6 +769,7 @@ smoe_status smoe_vit_infer(smoe_model *m, int b, const float *images, float *log
     vit_plan *p = &m->vit->infer;
     st = ensure_plan(m, p, b, 0, &err);
     if (!st) st = upload_batch(m, p, b, images, NULL, &err);
+    if (!st) st = prepare_infer(m, p, &err);
     if (!st) st = execute(m, p, MODE_INFER, NULL, &err);
     if (!st) st = smoe_tensor_download(&p->logits, 0, logits, (size_t)b * m->vit->cfg.num_classes * 4, &err);
     return smoe_ctx_error(m->ctx, st, &err);
@@ -764,7 +783,8 @@ smoe_status smoe_vit_loss_grads(smoe_model *m, int b, const float *images, const
     if (!labels || !loss) return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT, "labels and loss must not be NULL");
     smoe_err err = {{0}};
     vit_plan *p = &m->vit->train;
-    st = ensure_plan(m, p, b, 1, &err);
+    st = smoe_model_check_all_experts(m, &err);
+    if (!st) st = ensure_plan(m, p, b, 1, &err);
     if (!st) st = upload_batch(m, p, b, images, labels, &err);
     if (!st) st = execute(m, p, MODE_GRADS, NULL, &err);
     if (!st) st = smoe_tensor_download(&p->loss, 0, loss, 4, &err);
@@ -802,7 +822,8 @@ smoe_status smoe_vit_train_step(smoe_model *m, const smoe_train_config *cfg, int
     if (!cfg || !labels || !loss) return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT, "cfg, labels and loss must not be NULL");
     smoe_err err = {{0}};
     vit_plan *p = &m->vit->train;
-    st = smoe_model_ensure_grads(m, &err);
+    st = smoe_model_check_all_experts(m, &err);
+    if (!st) st = smoe_model_ensure_grads(m, &err);
     if (!st) st = smoe_model_ensure_optimizer(m, &err);
     if (!st) st = ensure_plan(m, p, b, 1, &err);
     if (!st) st = upload_batch(m, p, b, images, labels, &err);
@@ -851,6 +872,7 @@ static smoe_status infer_submit(smoe_model *m, int b, const float *images, smoe_
     vit_plan *p = &m->vit->infer;
     smoe_status st = ensure_plan(m, p, b, 0, err);
     if (!st) st = upload_batch(m, p, b, images, NULL, err);
+    if (!st) st = prepare_infer(m, p, err);
     smoe_gpu *gpu = p->act.gpu;
     if (st || !gpu) return st;
     smoe_program *prog = &p->prog[MODE_INFER];

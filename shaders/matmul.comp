@@ -2,7 +2,8 @@
 // The one matmul family: C[z] = epilogue(op(A[z]) op(B[z])) with shared-memory tiles BM x BN x BK,
 // each invocation owning a TM x TN register tile. Every matmul of the Soft MoE layer, forward and
 // backward, is an instance: transposes, operand transforms (GELU, dispatch/combine softmax rebuilt
-// from logits on the fly) and the epilogue are specialization constants.
+// from logits on the fly) and the epilogue are specialization constants. GATHER adds a row
+// indirection (expert-subset inference: only the kept slots and the rows routed to each expert).
 #extension GL_GOOGLE_include_directive : require
 #include "common/interface.h"
 #include "common/util.glsl"
@@ -18,6 +19,7 @@ layout(constant_id = SMOE_MM_TN) const uint TN = 4;
 layout(constant_id = SMOE_MM_A_XFORM) const uint A_XFORM = 0;
 layout(constant_id = SMOE_MM_B_XFORM) const uint B_XFORM = 0;
 layout(constant_id = SMOE_MM_EPI) const uint EPI = 0;
+layout(constant_id = SMOE_MM_GATHER) const uint GATHER = 0;
 
 layout(std430, binding = 0) readonly buffer BufA { float a[]; };
 layout(std430, binding = 1) readonly buffer BufB { float b[]; };
@@ -28,6 +30,7 @@ layout(std430, binding = 5) readonly buffer BufStat { float stat[]; };
 layout(std430, binding = 6) readonly buffer BufRowScale { float rowscale[]; };
 layout(std430, binding = 7) readonly buffer BufColScale { float colscale[]; };
 layout(std430, binding = 8) readonly buffer BufScalar { float scalar[]; };
+layout(std430, binding = 9) readonly buffer BufIdx { uint idx[]; };
 SMOE_PUSH(SMOE_PUSH_MATMUL)
 
 shared float As[BK * BM];
@@ -38,10 +41,14 @@ uint at(uint r, uint col, uint off, uint bs, uint ld, uint g, uint gs, uint z)
     return off + z * bs + (r / g) * gs + (r % g) * ld + col;
 }
 
+uint gathered(uint u, uint z) { return idx[pc.idx_off + z * pc.idx_bs + u]; }
+
 float load_a(uint m, uint k, uint z, float s)
 {
     uint r = TRANS_A == 0 ? m : k;
     uint col = TRANS_A == 0 ? k : m;
+    if ((GATHER & SMOE_GATHER_A_ROW) != 0) r = gathered(r, z);
+    if ((GATHER & SMOE_GATHER_A_COL) != 0) col = gathered(col, z);
     float v = a[at(r, col, pc.a_off, pc.a_bs, pc.a_ld, pc.a_g, pc.a_gs, z)];
     if (A_XFORM == SMOE_XFORM_GELU) v = gelu(v);
     else if (A_XFORM == SMOE_XFORM_EXP_COL) v = exp(s * v - stat[z * pc.stat_bs + col]);
@@ -66,6 +73,11 @@ void main()
     uint row0 = gl_WorkGroupID.y * BM, col0 = gl_WorkGroupID.x * BN;
     uint tr = tid / WN, tc = tid % WN;
     float s = (A_XFORM == SMOE_XFORM_EXP_COL || A_XFORM == SMOE_XFORM_EXP_ROW) ? scalar[0] : 1.0;
+    uint M = pc.M;
+    if ((GATHER & SMOE_GATHER_COUNT) != 0) {
+        M = min(idx[z], pc.M);
+        if (row0 >= M) return; // the whole workgroup: no barrier is skipped by part of it
+    }
 
     float acc[TM * TN];
     for (uint i = 0; i < TM * TN; i++) acc[i] = 0.0;
@@ -76,7 +88,7 @@ void main()
             uint mm = TRANS_A == 0 ? i / BK : i % BM;
             uint kk = TRANS_A == 0 ? i % BK : i / BM;
             uint gm = row0 + mm, gk = k0 + kk;
-            As[kk * BM + mm] = (gm < pc.M && gk < pc.K) ? load_a(gm, gk, z, s) : 0.0;
+            As[kk * BM + mm] = (gm < M && gk < pc.K) ? load_a(gm, gk, z, s) : 0.0;
         }
         for (uint i = tid; i < BN * BK; i += NT) {
             uint nn = TRANS_B == 0 ? i % BN : i / BK;
@@ -97,7 +109,8 @@ void main()
 
     for (uint i = 0; i < TM; i++) {
         uint r = row0 + tr + i * WM;
-        if (r >= pc.M) continue;
+        if (r >= M) continue;
+        uint cr = (GATHER & SMOE_GATHER_C_ROW) != 0 ? gathered(r, z) : r;
         for (uint j = 0; j < TN; j++) {
             uint col = col0 + tc + j * WN;
             if (col >= pc.N) continue;
@@ -106,7 +119,7 @@ void main()
             if ((EPI & SMOE_EPI_COLSCALE) != 0) v *= colscale[z * pc.cs_bs + col];
             if ((EPI & SMOE_EPI_SCALAR) != 0) v *= scalar[0];
             if ((EPI & SMOE_EPI_BIAS) != 0) v += bias[z * pc.bias_bs + col];
-            uint ci = at(r, col, pc.c_off, pc.c_bs, pc.c_ld, pc.c_g, pc.c_gs, z);
+            uint ci = at(cr, col, pc.c_off, pc.c_bs, pc.c_ld, pc.c_g, pc.c_gs, z);
             if ((EPI & SMOE_EPI_GELU_GRAD) != 0) v *= gelu_grad(aux[ci]);
             if ((EPI & SMOE_EPI_ACCUMULATE) != 0) v += c[ci];
             c[ci] = v;

@@ -36,8 +36,26 @@ static void l2_backward(const double *v, const double *g_y, double *g_v, int len
         g_v[k * stride] = r * g_y[k * stride] - r * r * r * v[k * stride] * dot;
 }
 
-int ref_layer_f64(const smoe_layer_dims *dims, const ref_layer_params *prm, const double *x,
-                  double *y, const double *dy, double *dx, const ref_layer_grads *grads)
+/* Expert subset: per sequence, scores[e] = sum of C over the tokens and the slots of e, and
+ * kept[e] = 1 for the k largest (of equal scores the lower index). */
+static void keep_top(const double *Cb, int m, int n, int p, int k, double *scores, int *kept)
+{
+    for (int e = 0; e < n; e++) {
+        scores[e] = 0;
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < p; j++) scores[e] += Cb[i * n * p + e * p + j];
+    }
+    for (int e = 0; e < n; e++) {
+        int rank = 0; /* experts before e in the order: larger score, or equal and lower index */
+        for (int f = 0; f < n; f++) rank += scores[f] > scores[e] || (scores[f] == scores[e] && f < e);
+        kept[e] = rank < k;
+    }
+}
+
+/* The layer; keep > 0 keeps that many experts per sequence (forward only). */
+static int layer_f64(const smoe_layer_dims *dims, const ref_layer_params *prm, const double *x, double *y,
+                     const double *dy, double *dx, const ref_layer_grads *grads, int keep, int renormalize,
+                     double *scores_out, int *kept_out)
 {
     const int b = dims->b, m = dims->m, d = dims->d, n = dims->n, p = dims->p, h = dims->h;
     const int S = n * p;
@@ -61,9 +79,11 @@ int ref_layer_f64(const smoe_layer_dims *dims, const ref_layer_params *prm, cons
     double *gA = malloc(sizeof(double) * (size_t)h);
     double *gxhat = malloc(sizeof(double) * bm * d);
     double *gphihat = malloc(sizeof(double) * (size_t)d * S);
+    double *scores = malloc(sizeof(double) * (size_t)b * n);
+    int *kept = malloc(sizeof(int) * (size_t)b * n);
     int rc = -1;
     if (!phihat || !xhat || !L0 || !D || !C || !xs || !A || !H || !ys || !gC || !gD || !gL ||
-        !gys || !gxs || !gA || !gxhat || !gphihat)
+        !gys || !gxs || !gA || !gxhat || !gphihat || !scores || !kept)
         goto done;
 
     /* ---------------- forward ---------------- */
@@ -119,9 +139,20 @@ int ref_layer_f64(const smoe_layer_dims *dims, const ref_layer_params *prm, cons
             }
     }
 
-    /* Ỹ_j = fc2_e(gelu(fc1_e(X̃_j))), e = j div p */
+    /* the kept experts of each sequence (all without k) */
+    for (int bb = 0; bb < b; bb++) {
+        if (keep > 0) keep_top(C + (size_t)bb * m * S, m, n, p, keep, scores + (size_t)bb * n, kept + (size_t)bb * n);
+        else
+            for (int e = 0; e < n; e++) kept[(size_t)bb * n + e] = 1;
+    }
+
+    /* Ỹ_j = fc2_e(gelu(fc1_e(X̃_j))), e = j div p; zero for a dropped expert */
     for (size_t row = 0; row < bS; row++) {
         int e = (int)(row % (size_t)S) / p;
+        if (!kept[(row / (size_t)S) * n + e]) {
+            for (int kk = 0; kk < d; kk++) ys[row * d + kk] = 0;
+            continue;
+        }
         const double *W1 = prm->w1 + (size_t)e * h * d, *B1 = prm->b1 + (size_t)e * h;
         const double *W2 = prm->w2 + (size_t)e * d * h, *B2 = prm->b2 + (size_t)e * d;
         const double *xin = xs + row * d;
@@ -139,6 +170,14 @@ int ref_layer_f64(const smoe_layer_dims *dims, const ref_layer_params *prm, cons
         }
     }
 
+    /* renormalised: each token's weights on the kept slots rescaled to sum to 1 */
+    for (int bb = 0; bb < b && renormalize; bb++)
+        for (int i = 0; i < m; i++) {
+            double *ci = C + ((size_t)bb * m + i) * S, sum = 0;
+            for (int j = 0; j < S; j++) sum += kept[(size_t)bb * n + j / p] ? ci[j] : 0;
+            for (int j = 0; j < S; j++) ci[j] = kept[(size_t)bb * n + j / p] ? ci[j] / sum : 0;
+        }
+
     /* Y = C Ỹ */
     for (int bb = 0; bb < b; bb++) {
         const double *Cb = C + (size_t)bb * m * S, *Ys = ys + (size_t)bb * S * d;
@@ -151,6 +190,8 @@ int ref_layer_f64(const smoe_layer_dims *dims, const ref_layer_params *prm, cons
             }
     }
 
+    if (scores_out) memcpy(scores_out, scores, sizeof(double) * (size_t)b * n);
+    if (kept_out) memcpy(kept_out, kept, sizeof(int) * (size_t)b * n);
     if (!dy) {
         rc = 0;
         goto done;
@@ -273,5 +314,18 @@ int ref_layer_f64(const smoe_layer_dims *dims, const ref_layer_params *prm, cons
 done:
     free(phihat), free(xhat), free(L0), free(D), free(C), free(xs), free(A), free(H), free(ys);
     free(gC), free(gD), free(gL), free(gys), free(gxs), free(gA), free(gxhat), free(gphihat);
+    free(scores), free(kept);
     return rc;
+}
+
+int ref_layer_f64(const smoe_layer_dims *dims, const ref_layer_params *prm, const double *x,
+                  double *y, const double *dy, double *dx, const ref_layer_grads *grads)
+{
+    return layer_f64(dims, prm, x, y, dy, dx, grads, 0, 0, NULL, NULL);
+}
+
+int ref_layer_keep_f64(const smoe_layer_dims *dims, const ref_layer_params *prm, const double *x,
+                       double *y, int k, int renormalize, double *scores, int *kept)
+{
+    return layer_f64(dims, prm, x, y, NULL, NULL, NULL, k, renormalize, scores, kept);
 }

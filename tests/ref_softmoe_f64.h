@@ -20,4 +20,13 @@ typedef struct {
 int ref_layer_f64(const smoe_layer_dims *dims, const ref_layer_params *prm, const double *x,
                   double *y, const double *dy, double *dx, const ref_layer_grads *grads);
 
+/* The forward keeping k experts per sequence (smoe_keep in softmoe_cpu.h; 1 <= k <= n): per
+ * sequence the k experts with the largest sum of C over the tokens and their slots (of equal
+ * sums the lower index), the dropped experts' slots output zero, and the kept slots are combined
+ * with C, or with renormalize with each token's kept weights rescaled to sum to 1. scores [b, n]
+ * and kept [b, n] (1: kept, 0: dropped) are written when not NULL. Returns 0, or -1 when out of
+ * memory. */
+int ref_layer_keep_f64(const smoe_layer_dims *dims, const ref_layer_params *prm, const double *x,
+                       double *y, int k, int renormalize, double *scores, int *kept);
+
 #endif

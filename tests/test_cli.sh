@@ -31,6 +31,39 @@ V=$GOLDEN/vit_d32_L2_b3
 "$SOFTMOE" run --device cpu --model $V.model.safetensors --input $V.input.safetensors --output "$T/vit.st"
 check "run ViT" "[ \$? -eq 0 ] && [ -s '$T/vit.st' ]"
 
+# run --keep-experts (expert-subset inference): an x-only input [2, 3, 32] written here, a safetensors
+# file of 8 length bytes, a 64-byte header and 192 floats cycling through 1, -0.5, 0.25, 2, -1.5
+X="$T/x.st"
+printf '\100\000\000\000\000\000\000\000%-64s' '{"x":{"dtype":"F32","shape":[2,3,32],"data_offsets":[0,768]}}' > "$X"
+i=0
+while [ $i -lt 192 ]; do
+    case $((i % 5)) in
+        0) printf '\000\000\200\077' ;; 1) printf '\000\000\000\277' ;; 2) printf '\000\000\200\076' ;;
+        3) printf '\000\000\000\100' ;; 4) printf '\000\000\300\277' ;;
+    esac
+    i=$((i + 1))
+done >> "$X"
+for dev in cpu vulkan; do
+    "$SOFTMOE" run --device $dev --model $L.model.safetensors --input "$X" --output "$T/all-$dev.st"
+    check "run x-only input on $dev" "[ \$? -eq 0 ] && [ -s '$T/all-$dev.st' ]"
+    "$SOFTMOE" run --device $dev --model $L.model.safetensors --input "$X" --output "$T/k4-$dev.st" --keep-experts 4
+    check "run --keep-experts 4 (all 4 experts) on $dev is the plain layer" "cmp -s '$T/all-$dev.st' '$T/k4-$dev.st'"
+    "$SOFTMOE" run --device $dev --model $L.model.safetensors --input "$X" --output "$T/k2-$dev.st" --keep-experts 1/2
+    check "run --keep-experts 1/2 on $dev" "[ \$? -eq 0 ] && [ -s '$T/k2-$dev.st' ] && ! cmp -s '$T/all-$dev.st' '$T/k2-$dev.st'"
+    "$SOFTMOE" run --device $dev --model $L.model.safetensors --input "$X" --output "$T/k1r-$dev.st" --keep-experts 0.25 \
+        --renormalize
+    check "run --keep-experts 0.25 --renormalize on $dev" "[ \$? -eq 0 ] && [ -s '$T/k1r-$dev.st' ]"
+done
+# gradients need all experts: refused with a message, nothing written
+"$SOFTMOE" run --device cpu --model $L.model.safetensors --input $L.input.safetensors --output "$T/bad.st" \
+    --keep-experts 2 2> "$T/err.txt"
+check "run --keep-experts with dy is refused" "[ \$? -ne 0 ] && [ ! -e '$T/bad.st' ] && grep -q 'all experts' '$T/err.txt'"
+for bad in 1/0 3/2 abc -1 0.0 1.5; do
+    "$SOFTMOE" run --device cpu --model $L.model.safetensors --input "$X" --output "$T/bad.st" --keep-experts "$bad" \
+        2> /dev/null
+    check "run --keep-experts $bad is refused" "[ \$? -eq 2 ] && [ ! -e '$T/bad.st' ]"
+done
+
 # train: a tiny model, 2 epochs; then the same run interrupted after epoch 1 and resumed
 TINY="--device cpu --dim 16 --depth 2 --heads 2 --mlp-dim 32 --patch 7 --moe-layers 1 --experts 4 --slots 1 \
       --batch 64 --train-limit 640 --eval-limit 200 --seed 3"
@@ -68,11 +101,19 @@ check "an unknown moe kind is refused" "[ \$? -eq 2 ] && [ ! -e '$T/bad.st' ]"
 check "eval --json" "[ \$? -eq 0 ] && grep -q '\"accuracy\"' '$T/eval.json' && grep -q '\"images\": 300' '$T/eval.json' \
     && grep -q '\"images_per_second\"' '$T/eval.json' && grep -q '\"device\": \"cpu\"' '$T/eval.json'"
 
+# eval keeping half of the 4 experts (top-scoring, then random), as JSON
+"$SOFTMOE" eval --device cpu --model "$T/full.st" --json --limit 300 --keep-experts 1/2 > "$T/eval-k.json"
+check "eval --keep-experts 1/2" "[ \$? -eq 0 ] && grep -q '\"keep_experts\": 2, \"experts\": 4, \"renormalize\": 0' '$T/eval-k.json'"
+"$SOFTMOE" eval --device cpu --model "$T/full.st" --json --limit 300 --keep-experts 2 --random-experts 7 > "$T/eval-r.json"
+check "eval --random-experts" "[ \$? -eq 0 ] && grep -q '\"random_seed\": 7' '$T/eval-r.json'"
+
 # classify a PGM image
 printf 'P5\n28 28\n255\n' > "$T/img.pgm"
 head -c 784 /dev/urandom >> "$T/img.pgm"
 "$SOFTMOE" classify --device cpu --model "$T/full.st" --top 2 "$T/img.pgm" > "$T/cls.txt"
 check "classify" "[ \$? -eq 0 ] && grep -q '%' '$T/cls.txt'"
+"$SOFTMOE" classify --device vulkan --model "$T/full.st" --keep-experts 1 --renormalize "$T/img.pgm" > "$T/cls-k.txt"
+check "classify --keep-experts" "[ \$? -eq 0 ] && grep -q '%' '$T/cls-k.txt'"
 "$SOFTMOE" classify --device cpu --model "$T/full.st" "$T/missing.png" 2> /dev/null
 check "classify of a missing file fails" "[ \$? -ne 0 ]"
 

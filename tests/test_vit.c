@@ -334,6 +334,9 @@ static void bad_sparse_configs(void)
     smoe_model *m = NULL;
     CHECK(smoe_vit_create(ctx, &c, 1, &m) == SMOE_OK);
     CHECK(m && smoe_vit_get_config(m, &got) == SMOE_OK && got.top_k == 1 && got.capacity_factor == 1.0f);
+    /* expert-subset inference is Soft MoE's */
+    CHECK(m && smoe_model_set_keep_experts(m, 2, 0) == SMOE_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(smoe_last_error(ctx), "Soft MoE") != NULL);
     const char *json = "{\"image_size\": 8, \"patch_size\": 2, \"channels\": 1, \"dim\": 16, \"depth\": 2, \"heads\": 2, "
                        "\"mlp_dim\": 24, \"moe_layers\": [1], \"experts\": 4, \"num_classes\": 3, "
                        "\"moe_kind\": \"experts_choice\", \"capacity_factor\": 1.5, \"group_size\": 32}";

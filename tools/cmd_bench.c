@@ -25,7 +25,7 @@ typedef struct bench_opts {
     int ndev;
     int shapes[MAX_SHAPES][5];
     int nshape;
-    int json, repeat, skip_vit, vit_batch, routers;
+    int json, repeat, skip_vit, vit_batch, keep_sweep, routers;
     const char *vit_model;
 } bench_opts;
 
@@ -172,7 +172,8 @@ typedef struct result {
     double ms_min, ms_median;
 } result;
 
-static int time_layer(smoe_context *ctx, const int *sh, int backward, int repeat, result *r)
+/* keep: experts kept per input (smoe_model_set_keep_experts; 0: all) */
+static int time_layer(smoe_context *ctx, const int *sh, int backward, int repeat, int keep, result *r)
 {
     int b = sh[0], m = sh[1], d = sh[2], n = sh[3], p = sh[4], h = 4 * d;
     size_t size;
@@ -183,9 +184,15 @@ static int time_layer(smoe_context *ctx, const int *sh, int backward, int repeat
         return cli_fail(ctx, SMOE_ERROR_OUT_OF_HOST_MEMORY, "making the layer");
     }
     free(img);
+    smoe_status kst = smoe_model_set_keep_experts(model, keep, 0);
+    if (kst) {
+        smoe_model_free(model);
+        return cli_fail(ctx, kst, "keeping experts");
+    }
     size_t io = (size_t)b * m * d;
     float *x = malloc(io * 4), *y = malloc(io * 4), *dy = malloc(io * 4), *dx = malloc(io * 4);
-    for (size_t i = 0; x && dy && i < io; i++) x[i] = (float)((i * 2654435761u) % 1000) * 1e-3f, dy[i] = 1e-3f;
+    /* zero-mean tokens: inputs of a batch route (and keep experts) differently, as real activations do */
+    for (size_t i = 0; x && dy && i < io; i++) x[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f, dy[i] = 1e-3f;
     double *t = calloc((size_t)repeat, sizeof *t);
     int rc = 0;
     for (int k = -2; k < repeat && !rc; k++) { /* two warm-up runs: pipelines, recording */
@@ -368,6 +375,53 @@ static void device_label(smoe_context *ctx, char *label, size_t size, char *name
     snprintf(name, name_size, "%s", info.name);
 }
 
+/* ---- Expert-subset inference: the layer forward keeping n, n/2, n/4, n/8 experts ---- */
+
+#define KEEP_STEPS 4
+
+static int bench_keep(const bench_opts *o)
+{
+    for (int dv = 0; dv < o->ndev; dv++) {
+        smoe_context *ctx = cli_open(o->devices[dv]);
+        if (!ctx) return 1;
+        char label[32], dname[256];
+        device_label(ctx, label, sizeof label, dname, sizeof dname);
+        int is_cpu_driver = smoe_ctx_gpu(ctx) && (smoe_ctx_gpu(ctx)->quirks & SMOE_QUIRK_CPU_DRIVER);
+        int reps = is_cpu_driver && o->repeat > 3 ? 3 : o->repeat;
+        for (int s = 0; s < o->nshape; s++) {
+            const int *sh = o->shapes[s];
+            int n = sh[3], done[KEEP_STEPS] = {0};
+            result all = {0};
+            for (int step = 0; step < KEEP_STEPS; step++) {
+                int k = n >> step > 0 ? n >> step : 1;
+                if (step && k == done[step - 1]) break; /* n too small for this fraction */
+                done[step] = k;
+                fprintf(stderr, "bench: %s layer (%d,%d,%d,%d,%d) forward keeping %d of %d experts...\n", label, sh[0],
+                        sh[1], sh[2], sh[3], sh[4], k, n);
+                result r = {0};
+                int rc = time_layer(ctx, sh, 0, reps, k, &r);
+                if (rc) {
+                    smoe_context_destroy(ctx);
+                    return rc;
+                }
+                if (!step) all = r;
+                double speedup = all.ms_min / r.ms_min;
+                if (o->json)
+                    printf("{\"device\": \"%s\", \"device_name\": \"%s\", \"kind\": \"layer_keep\", \"shape\": [%d, %d, %d, %d, "
+                           "%d], \"keep\": %d, \"experts\": %d, \"ms_min\": %.3f, \"ms_median\": %.3f, \"speedup_vs_all\": %.3f}\n",
+                           label, dname, sh[0], sh[1], sh[2], sh[3], sh[4], k, n, r.ms_min, r.ms_median, speedup);
+                else
+                    printf("%-9s (%3d,%3d,%3d,%3d,%d) forward keeping %3d/%-3d %9.2f ms (median %9.2f)  %5.2fx vs all\n", label,
+                           sh[0], sh[1], sh[2], sh[3], sh[4], k, n, r.ms_min, r.ms_median, speedup);
+                fflush(stdout);
+            }
+        }
+        int rc = cli_close(ctx, 0);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 int cmd_bench(int argc, char **argv)
 {
     bench_opts o = {.repeat = 5, .vit_batch = 128};
@@ -376,6 +430,7 @@ int cmd_bench(int argc, char **argv)
         if (!strcmp(argv[i], "--json")) o.json = 1;
         else if (!strcmp(argv[i], "--routers")) o.routers = 1;
         else if (!strcmp(argv[i], "--no-vit")) o.skip_vit = 1;
+        else if (!strcmp(argv[i], "--keep-experts")) o.keep_sweep = 1;
         else if (!strcmp(argv[i], "--device") && i + 1 < argc && o.ndev < MAX_DEVICES) o.devices[o.ndev++] = argv[++i];
         else if (!strcmp(argv[i], "--vit") && i + 1 < argc) o.vit_model = argv[++i];
         else if (!strcmp(argv[i], "--repeat") && i + 1 < argc && cli_int(argv[i + 1], 1, 1000, &v)) o.repeat = (int)v, i++;
@@ -390,8 +445,9 @@ int cmd_bench(int argc, char **argv)
             o.nshape++;
         } else {
             fprintf(stderr, "usage: softmoe bench [--device D]... [--shape b,m,d,n,p]... [--json] [--repeat N]\n"
-                            "                     [--no-vit] [--vit MODEL] [--vit-batch N] [--routers]\n"
+                            "                     [--no-vit] [--vit MODEL] [--vit-batch N] [--keep-experts] [--routers]\n"
                             "default: cpu and every Vulkan device; the paper's shapes (expert hidden 4d)\n"
+                            "--keep-experts: instead, the layer forward keeping n, n/2, n/4 and n/8 experts per input\n"
                             "--routers: also Tokens Choice (K=1, 2) and Experts Choice layers, n experts with\n"
                             "           capacity factor n*p/m (about as many expert rows as Soft MoE's slots)\n");
             return 2;
@@ -415,6 +471,7 @@ int cmd_bench(int argc, char **argv)
             }
         smoe_context_destroy(probe);
     }
+    if (o.keep_sweep) return bench_keep(&o);
     /* results[device][shape][pass] */
     static result res[MAX_DEVICES][MAX_SHAPES][2], sres[MAX_DEVICES][MAX_SHAPES][ROUTERS][2];
     double peak[MAX_DEVICES] = {0}, gemm = 0, vit_inf[MAX_DEVICES] = {0}, vit_train[MAX_DEVICES] = {0};
@@ -435,7 +492,7 @@ int cmd_bench(int argc, char **argv)
                 fprintf(stderr, "bench: %s layer (%d,%d,%d,%d,%d) %s...\n", label[dv], sh[0], sh[1], sh[2], sh[3], sh[4],
                         pass ? "forward+backward" : "forward");
                 int reps = !is_cpu && (smoe_ctx_gpu(ctx)->quirks & SMOE_QUIRK_CPU_DRIVER) && o.repeat > 3 ? 3 : o.repeat;
-                rc = time_layer(ctx, sh, pass, reps, &res[dv][s][pass]);
+                rc = time_layer(ctx, sh, pass, reps, 0, &res[dv][s][pass]);
                 for (int r = 0; r < ROUTERS && o.routers && !rc; r++) {
                     fprintf(stderr, "bench: %s %s layer %s...\n", label[dv], router_names[r], pass ? "forward+backward" : "forward");
                     rc = time_sparse(ctx, sh, r, pass, reps, &sres[dv][s][r][pass]);

@@ -26,9 +26,13 @@ static smoe_model *load_vit(smoe_context *ctx, const char *path)
 int cmd_eval(int argc, char **argv)
 {
     const char *path = NULL, *device = NULL, *data = NULL;
-    int json = 0;
+    int json = 0, kept = 0, experts = 0;
     long batch = 250, limit = 0;
+    cli_keep keep = {0};
     for (int i = 1; i < argc; i++) {
+        int k = cli_keep_option(argc, argv, &i, &keep);
+        if (k < 0) return 2;
+        if (k) continue;
         if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--model") && i + 1 < argc) path = argv[++i];
         else if (!strcmp(argv[i], "--device") && i + 1 < argc) device = argv[++i];
@@ -36,7 +40,8 @@ int cmd_eval(int argc, char **argv)
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc && cli_int(argv[i + 1], 1, 65536, &batch)) i++;
         else if (!strcmp(argv[i], "--limit") && i + 1 < argc && cli_int(argv[i + 1], 0, 1 << 30, &limit)) i++;
         else {
-            fprintf(stderr, "usage: softmoe eval --model FILE [--device D] [--json] [--batch N] [--limit N] [--data DIR]\n");
+            fprintf(stderr, "usage: softmoe eval --model FILE [--device D] [--json] [--batch N] [--limit N] [--data DIR]\n"
+                            "                    [--keep-experts K [--renormalize] [--random-experts SEED]]\n");
             return 2;
         }
     }
@@ -52,6 +57,7 @@ int cmd_eval(int argc, char **argv)
     }
     smoe_context *ctx = cli_open(device);
     smoe_model *model = ctx ? load_vit(ctx, path) : NULL;
+    if (model && cli_keep_apply(ctx, model, &keep, &kept, &experts)) model = NULL;
     int rc = 1;
     smoe_vit_config c;
     if (model && smoe_vit_get_config(model, &c) == SMOE_OK &&
@@ -96,13 +102,23 @@ int cmd_eval(int argc, char **argv)
             if (dev.index < 0) snprintf(devname, sizeof devname, "cpu");
             else snprintf(devname, sizeof devname, "vulkan:%d", dev.index);
             double acc = (double)correct / n, ips = n / (in_model > 0 ? in_model : 1);
+            char subset[160] = "", seed[48] = "";
+            if (keep.given && json) {
+                if (keep.random) snprintf(seed, sizeof seed, ", \"random_seed\": %llu", (unsigned long long)keep.seed);
+                snprintf(subset, sizeof subset, ", \"keep_experts\": %d, \"experts\": %d, \"renormalize\": %d%s", kept, experts,
+                         keep.renormalize, seed);
+            } else if (keep.given) {
+                char what[120];
+                cli_keep_describe(&keep, kept, experts, what, sizeof what);
+                snprintf(subset, sizeof subset, ", keeping %s per image", what);
+            }
             if (json)
                 printf("{\"accuracy\": %.4f, \"images\": %d, \"images_per_second\": %.1f, \"seconds\": %.3f, "
-                       "\"device\": \"%s\", \"device_name\": \"%s\", \"model\": \"%s\"}\n",
-                       acc, n, ips, total, devname, dev.name, path);
+                       "\"device\": \"%s\", \"device_name\": \"%s\", \"model\": \"%s\"%s}\n",
+                       acc, n, ips, total, devname, dev.name, path, subset);
             else
-                printf("%s: accuracy %.2f%% on %d Fashion-MNIST test images, %.0f images/s on %s (%s)\n", path, 100 * acc, n,
-                       ips, devname, dev.name);
+                printf("%s: accuracy %.2f%% on %d Fashion-MNIST test images, %.0f images/s on %s (%s)%s\n", path, 100 * acc, n,
+                       ips, devname, dev.name, subset);
             rc = 0;
         }
     }
@@ -111,17 +127,25 @@ int cmd_eval(int argc, char **argv)
     return cli_close(ctx, rc);
 }
 
+static const char classify_usage[] =
+    "usage: softmoe classify --model FILE [--device D] [--top K]\n"
+    "                        [--keep-experts K [--renormalize] [--random-experts SEED]] IMAGE...\n";
+
 int cmd_classify(int argc, char **argv)
 {
     const char *path = NULL, *device = NULL;
     long top = 3;
-    int first_image = argc;
+    int first_image = argc, kept = 0, experts = 0;
+    cli_keep keep = {0};
     for (int i = 1; i < argc; i++) {
+        int k = cli_keep_option(argc, argv, &i, &keep);
+        if (k < 0) return 2;
+        if (k) continue;
         if (!strcmp(argv[i], "--model") && i + 1 < argc) path = argv[++i];
         else if (!strcmp(argv[i], "--device") && i + 1 < argc) device = argv[++i];
         else if (!strcmp(argv[i], "--top") && i + 1 < argc && cli_int(argv[i + 1], 1, 1000, &top)) i++;
         else if (argv[i][0] == '-') {
-            fprintf(stderr, "usage: softmoe classify --model FILE [--device D] [--top K] IMAGE...\n");
+            fprintf(stderr, "%s", classify_usage);
             return 2;
         } else {
             first_image = i;
@@ -129,12 +153,12 @@ int cmd_classify(int argc, char **argv)
         }
     }
     if (!path || first_image >= argc) {
-        fprintf(stderr, "usage: softmoe classify --model FILE [--device D] [--top K] IMAGE...\n");
+        fprintf(stderr, "%s", classify_usage);
         return 2;
     }
     smoe_context *ctx = cli_open(device);
     smoe_model *model = ctx ? load_vit(ctx, path) : NULL;
-    if (!model) {
+    if (!model || cli_keep_apply(ctx, model, &keep, &kept, &experts)) {
         smoe_context_destroy(ctx);
         return 1;
     }

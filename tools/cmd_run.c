@@ -9,12 +9,16 @@
 /* Options of the commands that run a model. */
 typedef struct run_opts {
     const char *model, *input, *output, *device;
+    cli_keep keep;
 } run_opts;
 
 static int parse_run(int argc, char **argv, run_opts *o)
 {
     memset(o, 0, sizeof *o);
     for (int i = 1; i < argc; i++) {
+        int kept = cli_keep_option(argc, argv, &i, &o->keep);
+        if (kept < 0) return 2;
+        if (kept) continue;
         const char **slot = NULL;
         if (!strcmp(argv[i], "--model")) slot = &o->model;
         else if (!strcmp(argv[i], "--input")) slot = &o->input;
@@ -193,9 +197,15 @@ int cmd_run(int argc, char **argv)
         return 1;
     }
     smoe_model *model = NULL;
+    int kept, experts;
     smoe_status st = smoe_model_load_file(ctx, o.model, &model);
     if (st) rc = cli_fail(ctx, st, "loading the model");
-    else if (smoe_model_get_kind(model) == SMOE_MODEL_VIT) rc = run_vit_file(ctx, model, &o, &in);
+    else if (cli_keep_apply(ctx, model, &o.keep, &kept, &experts)) rc = 1;
+    else if (kept < experts && (smoe_st_find(&in, "dy") || smoe_st_find(&in, "labels"))) {
+        fprintf(stderr, "softmoe run: --keep-experts is for inference, but %s has \"%s\" for gradients, which need all experts\n",
+                o.input, smoe_st_find(&in, "dy") ? "dy" : "labels");
+        rc = 1;
+    } else if (smoe_model_get_kind(model) == SMOE_MODEL_VIT) rc = run_vit_file(ctx, model, &o, &in);
     else rc = run_layer_file(ctx, model, &o, &in);
     smoe_st_free(&in);
     return cli_close(ctx, rc);

@@ -32,6 +32,7 @@
  * small branch-free approximations (a few float ulps) so that these loops vectorise.
  * Nothing process-global is changed (no thread counts, no FP modes), and nothing is allocated. */
 #include "softmoe_cpu.h"
+#include "expert_subset_cpu.h"
 #include "fast_math.h"
 
 #include <cblas.h>
@@ -316,6 +317,25 @@ static void mm_dot(int count, int M, int N, int K, operand A, operand B, float *
         }
 }
 
+/* mm_dot over groups of rows of different sizes (the expert-subset forward's kept rows of each
+ * expert): for g < count, rows rows_at[e]..rows_at[e+1] of A and C times item e = group[g] of B,
+ * all in one parallel region. */
+static void mm_dot_groups(int count, const int *group, const int *rows_at, int N, int K, operand A,
+                          operand B, float *C, int ldc)
+{
+    const int nj = (N + DOT_J - 1) / DOT_J;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int g = 0; g < count; g++)
+        for (int jt = 0; jt < nj; jt++) {
+            const int e = group[g], end = rows_at[e + 1];
+            const int j0 = jt * DOT_J, jn = N - j0 < DOT_J ? N - j0 : DOT_J;
+            const float *bt = B.p + e * B.stride + (size_t)j0 * B.ld;
+            for (int i0 = rows_at[e]; i0 < end; i0 += DOT_R)
+                dot_tile(K, A.p + (size_t)i0 * A.ld, A.ld, end - i0 < DOT_R ? end - i0 : DOT_R, bt,
+                         B.ld, jn, C + (size_t)i0 * ldc + j0, ldc, 0);
+        }
+}
+
 #endif /* SMOE_HAVE_AVX512_KERNEL */
 
 /* The batch of GEMMs C_g = (or +=) op(A_g) op(B_g), g < count. pack: PACK_FLOATS floats. */
@@ -339,6 +359,27 @@ static void mm(int count, int M, int N, int K, operand A, operand B, float *C, i
                     B.trans ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A.p + g * A.stride, A.ld,
                     B.p + g * B.stride, B.ld, flags & MM_ACCUMULATE ? 1.0f : 0.0f,
                     C + g * stride_c, ldc);
+}
+
+/* C rows = A rows Wᵀ_e for the count experts e = group[g], over their rows rows_at[e]..
+ * rows_at[e+1] of A [rows, K] and C [rows, N], W [n, N, K]: the per-expert GEMMs of the
+ * expert-subset forward. max_rows bounds every group's rows; the kernel is the one mm() would
+ * pick for that many rows, so that with every row kept the results are the full layer's. */
+static void mm_groups(int count, const int *group, const int *rows_at, int max_rows, int N, int K,
+                      const float *A, const float *W, float *C, float *pack)
+{
+#if SMOE_HAVE_AVX512_KERNEL
+    if (__builtin_cpu_supports("avx512f") && max_rows <= DOT_MAX_M) {
+        mm_dot_groups(count, group, rows_at, N, K, mat(A, K, 0), mat_t(W, K, (size_t)N * K), C, N);
+        return;
+    }
+#endif
+    (void)max_rows;
+    for (int g = 0; g < count; g++) {
+        const int e = group[g], r0 = rows_at[e];
+        mm(1, rows_at[e + 1] - r0, N, K, mat(A + (size_t)r0 * K, K, 0),
+           mat_t(W + (size_t)e * N * K, K, 0), C + (size_t)r0 * N, N, 0, 0, pack);
+    }
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -365,6 +406,14 @@ typedef struct {
     size_t gh;     /* [n, b*p, h]  G_H, then G_A (bwd) */
     size_t gc;     /* [b*m, S]     G_C (bwd) */
     size_t gl;     /* [b*m, S]     G_D, then G_L, then scale*r*G_L (bwd) */
+    /* expert-subset forward (smoe_cpu_layer_forward_keep), kp = k*p kept slots per sequence;
+     * it also uses disp for D and gc for C of the kept slots [b, m, kp] */
+    size_t scores; /* [b, n]       expert scores */
+    size_t kept;   /* [b, n] int   the kept experts, k per sequence */
+    size_t rows;   /* [b*S] int    kept slot rows (z*kp + t) grouped by expert */
+    size_t row_ex; /* [b*S] int    the expert of each of those rows */
+    size_t ex_at;  /* [n+1] int    where each expert's rows start */
+    size_t active; /* [n] int      the experts with rows */
     size_t pack;   /* PACK_FLOATS  GEMM packing buffers */
     size_t total;
 } ws_layout;
@@ -398,6 +447,12 @@ static ws_layout ws_plan(const smoe_layer_dims *dm)
     w.gh = carve(&top, b * S * h);
     w.gc = carve(&top, b * m * S);
     w.gl = carve(&top, b * m * S);
+    w.scores = carve(&top, b * (size_t)dm->n);
+    w.kept = carve(&top, b * (size_t)dm->n);
+    w.rows = carve(&top, b * S);
+    w.row_ex = carve(&top, b * S);
+    w.ex_at = carve(&top, (size_t)dm->n + 1);
+    w.active = carve(&top, (size_t)dm->n);
     w.pack = carve(&top, PACK_FLOATS);
     w.total = top;
     return w;
@@ -577,16 +632,14 @@ void smoe_cpu_experts_backward(int n, int M, int d, int h, const float *w1, cons
 /* Forward                                                                                   */
 /* ---------------------------------------------------------------------------------------- */
 
-void smoe_cpu_layer_forward(const smoe_layer_dims *dims, const smoe_layer_params *prm,
-                            const float *x, float *y, float *ws)
+/* The routing every forward starts with: r, c, Φ̂, X̂Φ̂ (in l0) and C. */
+static void route(const smoe_layer_dims *dims, const smoe_layer_params *prm, const float *x,
+                  float *ws, const ws_layout *w)
 {
-    const int b = dims->b, m = dims->m, d = dims->d, n = dims->n, p = dims->p, h = dims->h;
-    const int S = n * p, bm = b * m, M = b * p; /* M: rows per expert */
+    const int b = dims->b, m = dims->m, d = dims->d, S = dims->n * dims->p, bm = b * m;
     const float scale = prm->scale[0];
-    const ws_layout w = ws_plan(dims);
-    float *r = ws + w.r, *c = ws + w.c, *phihat = ws + w.phihat, *l0 = ws + w.l0;
-    float *D = ws + w.disp, *C = ws + w.comb, *xs = ws + w.xs, *A = ws + w.a, *H = ws + w.act;
-    float *ys = ws + w.ys, *seq = ws + w.seq, *ex1 = ws + w.ex1, *pack = ws + w.pack;
+    float *r = ws + w->r, *c = ws + w->c, *phihat = ws + w->phihat, *l0 = ws + w->l0;
+    float *C = ws + w->comb, *pack = ws + w->pack;
 
     /* r_i = 1/sqrt(|x_i|^2 + 1e-6) per token */
 #pragma omp parallel for schedule(static)
@@ -631,35 +684,53 @@ void smoe_cpu_layer_forward(const smoe_layer_dims *dims, const smoe_layer_params
 #pragma omp simd
         for (int j = 0; j < S; j++) ci[j] *= inv;
     }
+}
 
-    /* D = softmax over the tokens of each sequence, per slot column */
-    const int nblk = (S + COL_BLOCK - 1) / COL_BLOCK;
+/* dst = the softmax over the m tokens of scale*src, per column, for each of the b [m, cols]
+ * matrices of src and dst (which may be the same). */
+static void softmax_columns(int b, int m, int cols, float scale, const float *src, float *dst)
+{
+    const int nblk = (cols + COL_BLOCK - 1) / COL_BLOCK;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int bb = 0; bb < b; bb++)
         for (int jb = 0; jb < nblk; jb++) {
-            const int j0 = jb * COL_BLOCK, nj = S - j0 < COL_BLOCK ? S - j0 : COL_BLOCK;
-            const float *lb = l0 + (size_t)bb * m * S + j0;
-            float *db = D + (size_t)bb * m * S + j0;
+            const int j0 = jb * COL_BLOCK, nj = cols - j0 < COL_BLOCK ? cols - j0 : COL_BLOCK;
+            const float *lb = src + (size_t)bb * m * cols + j0;
+            float *db = dst + (size_t)bb * m * cols + j0;
             float mx[COL_BLOCK], sum[COL_BLOCK];
             for (int t = 0; t < nj; t++) mx[t] = -INFINITY, sum[t] = 0.0f;
             for (int i = 0; i < m; i++)
 #pragma omp simd
                 for (int t = 0; t < nj; t++) {
-                    const float v = scale * lb[(size_t)i * S + t];
+                    const float v = scale * lb[(size_t)i * cols + t];
                     mx[t] = v > mx[t] ? v : mx[t];
                 }
             for (int i = 0; i < m; i++)
 #pragma omp simd
                 for (int t = 0; t < nj; t++) {
-                    const float e = exp_nonpositive(scale * lb[(size_t)i * S + t] - mx[t]);
-                    db[(size_t)i * S + t] = e;
+                    const float e = exp_nonpositive(scale * lb[(size_t)i * cols + t] - mx[t]);
+                    db[(size_t)i * cols + t] = e;
                     sum[t] += e;
                 }
             for (int t = 0; t < nj; t++) sum[t] = 1.0f / sum[t];
             for (int i = 0; i < m; i++)
 #pragma omp simd
-                for (int t = 0; t < nj; t++) db[(size_t)i * S + t] *= sum[t];
+                for (int t = 0; t < nj; t++) db[(size_t)i * cols + t] *= sum[t];
         }
+}
+
+void smoe_cpu_layer_forward(const smoe_layer_dims *dims, const smoe_layer_params *prm,
+                            const float *x, float *y, float *ws)
+{
+    const int b = dims->b, m = dims->m, d = dims->d, n = dims->n, h = dims->h;
+    const int S = n * dims->p, M = b * dims->p; /* M: rows per expert */
+    const ws_layout w = ws_plan(dims);
+    float *l0 = ws + w.l0, *D = ws + w.disp, *C = ws + w.comb, *xs = ws + w.xs, *A = ws + w.a;
+    float *H = ws + w.act, *ys = ws + w.ys, *seq = ws + w.seq, *ex1 = ws + w.ex1, *pack = ws + w.pack;
+
+    route(dims, prm, x, ws, &w);
+    /* D = softmax over the tokens of each sequence, per slot column */
+    softmax_columns(b, m, S, prm->scale[0], l0, D);
 
     /* X̃ = Dᵀ X per sequence (sequence-major), then gathered expert-major */
     mm(b, S, d, m, mat_t(D, S, (size_t)m * S), mat(x, d, (size_t)m * d), seq, d, (size_t)S * d, 0,
@@ -673,6 +744,107 @@ void smoe_cpu_layer_forward(const smoe_layer_dims *dims, const smoe_layer_params
     permute_slots(dims, ex1, ys, 0, prm->b2);
     mm(b, m, d, S, mat(C, S, (size_t)m * S), mat(ys, d, (size_t)S * d), y, d, (size_t)m * d, 0,
        pack);
+}
+
+/* The expert-subset forward: the full layer's steps, each over the kept slots only. Kept slot t
+ * (t < kp) of sequence z is slot kept[z*k + t/p]*p + t%p; the kept slots' rows are grouped by
+ * expert (expert-major, sequences in order) for one GEMM per expert that has any. */
+void smoe_cpu_layer_forward_keep(const smoe_layer_dims *dims, const smoe_layer_params *prm,
+                                 const float *x, float *y, float *ws, const smoe_keep *keep,
+                                 const uint32_t state[3], uint32_t layer)
+{
+    const int b = dims->b, m = dims->m, d = dims->d, n = dims->n, p = dims->p, h = dims->h;
+    const int S = n * p, k = keep->k, kp = k * p, R = b * kp; /* R: kept slot rows in all */
+    const float scale = prm->scale[0];
+    const ws_layout w = ws_plan(dims);
+    float *l0 = ws + w.l0, *C = ws + w.comb, *Dk = ws + w.disp, *Ck = ws + w.gc, *xk = ws + w.seq;
+    float *xs = ws + w.xs, *A = ws + w.a, *H = ws + w.act, *ex1 = ws + w.ex1, *ys = ws + w.ys;
+    float *scores = ws + w.scores, *pack = ws + w.pack;
+    int *kept = (int *)(ws + w.kept), *rows = (int *)(ws + w.rows), *row_ex = (int *)(ws + w.row_ex);
+    int *ex_at = (int *)(ws + w.ex_at), *active = (int *)(ws + w.active);
+
+    route(dims, prm, x, ws, &w);
+
+    /* the experts each sequence keeps */
+    if (keep->random) {
+        for (int z = 0; z < b; z++)
+            for (int e = 0; e < n; e++)
+                scores[(size_t)z * n + e] = smoe_keep_random_score(state, layer, (uint32_t)z, (uint32_t)e);
+    } else {
+        smoe_keep_scores(b, m, n, p, C, scores);
+    }
+    smoe_keep_top(b, n, k, scores, kept);
+#define KEPT_SLOT(z, t) (kept[(size_t)(z) * k + (t) / p] * p + (t) % p)
+
+    /* D over the kept slots: their logit columns, then the softmax over the tokens in place;
+     * X̃ of the kept slots [b, kp, d] */
+#pragma omp parallel for schedule(static)
+    for (int zi = 0; zi < b * m; zi++)
+        for (int t = 0; t < kp; t++) Dk[(size_t)zi * kp + t] = l0[(size_t)zi * S + KEPT_SLOT(zi / m, t)];
+    softmax_columns(b, m, kp, scale, Dk, Dk);
+    mm(b, kp, d, m, mat_t(Dk, kp, (size_t)m * kp), mat(x, d, (size_t)m * d), xk, d, (size_t)kp * d,
+       0, pack);
+
+    /* rows grouped by expert, and X̃ gathered in that order */
+    for (int e = 0; e <= n; e++) ex_at[e] = 0;
+    for (int i = 0; i < b * k; i++) ex_at[kept[i] + 1] += p;
+    for (int e = 0; e < n; e++) ex_at[e + 1] += ex_at[e];
+    for (int z = 0; z < b; z++)
+        for (int t = 0; t < kp; t++) {
+            const int e = kept[(size_t)z * k + t / p];
+            const int r = ex_at[e]++; /* advanced here, restored below */
+            rows[r] = z * kp + t;
+            row_ex[r] = e;
+        }
+    for (int e = n; e > 0; e--) ex_at[e] = ex_at[e - 1];
+    ex_at[0] = 0;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < R; r++) memcpy(xs + (size_t)r * d, xk + (size_t)rows[r] * d, (size_t)d * sizeof(float));
+
+    /* per expert with rows: A = X̃ W1ᵀ + b1, H = gelu(A), fc2 */
+    int count = 0;
+    for (int e = 0; e < n; e++)
+        if (ex_at[e + 1] > ex_at[e]) active[count++] = e;
+    mm_groups(count, active, ex_at, b * p, h, d, xs, prm->w1, A, pack);
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < R; r++)
+        bias_gelu(h, prm->b1 + (size_t)row_ex[r] * h, A + (size_t)r * h, H + (size_t)r * h);
+    mm_groups(count, active, ex_at, b * p, d, h, H, prm->w2, ex1, pack);
+
+    /* Ỹ of the kept slots = fc2 output + b2, back in sequence order [b, kp, d] */
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < R; r++) {
+        const float *src = ex1 + (size_t)r * d, *bias = prm->b2 + (size_t)row_ex[r] * d;
+        float *o = ys + (size_t)rows[r] * d;
+#pragma omp simd
+        for (int t = 0; t < d; t++) o[t] = src[t] + bias[t];
+    }
+
+    /* the kept slots' combine weights: C itself, or renormalised over them per token, from the
+     * logits (a log-sum-exp over the kept slots) so that no sum of small weights underflows */
+#pragma omp parallel for schedule(static)
+    for (int zi = 0; zi < b * m; zi++) {
+        const float *li = l0 + (size_t)zi * S, *ci = C + (size_t)zi * S;
+        float *ck = Ck + (size_t)zi * kp;
+        const int z = zi / m;
+        if (!keep->renormalize) {
+            for (int t = 0; t < kp; t++) ck[t] = ci[KEPT_SLOT(z, t)];
+            continue;
+        }
+        float mx = -INFINITY, sum = 0.0f;
+        for (int t = 0; t < kp; t++) {
+            const float v = scale * li[KEPT_SLOT(z, t)];
+            mx = v > mx ? v : mx;
+        }
+        for (int t = 0; t < kp; t++) sum += exp_nonpositive(scale * li[KEPT_SLOT(z, t)] - mx);
+        const float lse = mx + logf(sum);
+        for (int t = 0; t < kp; t++) ck[t] = exp_nonpositive(scale * li[KEPT_SLOT(z, t)] - lse);
+    }
+#undef KEPT_SLOT
+
+    /* Y = C Ỹ per sequence, over the kept slots */
+    mm(b, m, d, kp, mat(Ck, kp, (size_t)m * kp), mat(ys, d, (size_t)kp * d), y, d, (size_t)m * d,
+       0, pack);
 }
 
 /* ---------------------------------------------------------------------------------------- */

@@ -5,6 +5,7 @@
 #define SMOE_SOFTMOE_CPU_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct smoe_layer_dims {
     int b, m, d, n, p, h; /* batch, tokens, model dim, experts, slots per expert, expert hidden */
@@ -47,5 +48,27 @@ void smoe_cpu_experts_backward(int n, int M, int d, int h, const float *w1, cons
                                const float *xs, const float *A, const float *H, const float *gy,
                                float *gh, float *gx, float *gw1, float *gb1, float *gw2,
                                float *gb2, float *pack);
+
+/* Expert-subset inference (Chung et al., arXiv 2409.00879, their forward_with_drop_no_renorm):
+ * per sequence, score every expert by its combine mass (the sum of C over the tokens and the
+ * expert's p slots), keep the k highest-scoring (equal scores: the lower index first), and run
+ * only those: dropped experts' slots output zero, and the output combines the kept slots with
+ * the original C (or, with renormalize, with each token's kept weights rescaled to sum to 1).
+ * With random, the k kept experts are drawn instead (a baseline; see expert_subset_cpu.h). */
+typedef struct smoe_keep {
+    int k;           /* experts kept per sequence, 1..n; 0: all (the plain layer) */
+    int renormalize; /* 0 or 1 */
+    int random;      /* 0 or 1 */
+    uint64_t seed;   /* random: the seed of the draws */
+} smoe_keep;
+
+/* y = the layer keeping keep->k experts per sequence (1 <= k <= n), inference only: ws is left
+ * unfit for backward. The fc1/gelu/fc2 GEMMs, the dispatch and the combine run over the kept
+ * slots only. state: {seed low word, seed high word, call} of the random draws (read only with
+ * keep->random), layer: the layer's own draw. With k = n and no renormalisation, y equals
+ * smoe_cpu_layer_forward's bit for bit. */
+void smoe_cpu_layer_forward_keep(const smoe_layer_dims *dims, const smoe_layer_params *prm,
+                                 const float *x, float *y, float *ws, const smoe_keep *keep,
+                                 const uint32_t state[3], uint32_t layer);
 
 #endif

@@ -46,7 +46,7 @@ smoe_status smoe_record_matmul(smoe_program *p, const smoe_matmul *mm, smoe_err 
 {
     if (!mm->M || !mm->N || !mm->batch) return SMOE_OK;
     uint32_t tile[5];
-    smoe_matmul_tile(p->gpu, mm->M, mm->N, tile);
+    smoe_matmul_tile(p->gpu, mm->tile_m ? mm->tile_m : mm->M, mm->N, tile);
     uint32_t threads = (tile[0] / tile[3]) * (tile[1] / tile[4]);
     uint32_t spec[SMOE_MM_SPEC_COUNT] = {0};
     spec[0] = threads;
@@ -62,8 +62,9 @@ smoe_status smoe_record_matmul(smoe_program *p, const smoe_matmul *mm, smoe_err 
     spec[SMOE_MM_A_XFORM] = mm->a_xform;
     spec[SMOE_MM_B_XFORM] = mm->b_xform;
     spec[SMOE_MM_EPI] = mm->epi;
+    spec[SMOE_MM_GATHER] = mm->gather;
     const smoe_pipeline *pl;
-    smoe_status st = smoe_pipeline_get(p->gpu, "matmul", 9, sizeof(smoe_push_matmul), spec, SMOE_MM_SPEC_COUNT, &pl, err);
+    smoe_status st = smoe_pipeline_get(p->gpu, "matmul", 10, sizeof(smoe_push_matmul), spec, SMOE_MM_SPEC_COUNT, &pl, err);
     if (st) return st;
     smoe_push_matmul pc = {
         .M = mm->M, .N = mm->N, .K = mm->K,
@@ -72,11 +73,12 @@ smoe_status smoe_record_matmul(smoe_program *p, const smoe_matmul *mm, smoe_err 
         .c_off = mm->c.off, .c_ld = mm->c.ld, .c_bs = mm->c.bs, .c_g = mm->c.g, .c_gs = mm->c.gs,
         .alpha = mm->alpha != 0 ? mm->alpha : 1.0f,
         .bias_bs = mm->bias_bs, .stat_bs = mm->stat_bs, .rs_bs = mm->rs_bs, .cs_bs = mm->cs_bs,
+        .idx_off = mm->idx_off, .idx_bs = mm->idx_bs,
     };
     /* Bindings a variant does not read are given C itself (read-only): it is written by this
      * dispatch anyway, so the hazard tracker sees no new dependency. */
     smoe_tensor unused = mm->c.t;
-    smoe_binding b[9] = {
+    smoe_binding b[10] = {
         {mm->a.t, SMOE_READ},
         {mm->b.t, SMOE_READ},
         {mm->c.t, (mm->epi & SMOE_EPI_ACCUMULATE) ? SMOE_READ_WRITE : SMOE_WRITE},
@@ -89,7 +91,8 @@ smoe_status smoe_record_matmul(smoe_program *p, const smoe_matmul *mm, smoe_err 
              ? mm->scalar
              : unused,
          SMOE_READ},
+        {mm->gather ? mm->idx : unused, SMOE_READ},
     };
     uint32_t groups[3] = {smoe_div_up(mm->N, tile[1]), smoe_div_up(mm->M, tile[0]), mm->batch};
-    return smoe_program_dispatch(p, pl, b, 9, &pc, sizeof pc, groups, err);
+    return smoe_program_dispatch(p, pl, b, 10, &pc, sizeof pc, groups, err);
 }

@@ -31,6 +31,10 @@ typedef struct smoe_matmul {
     float alpha;                   /* 0 means 1 */
     smoe_tensor bias, aux, stat, rowscale, colscale, scalar; /* as the flags need them */
     uint32_t bias_bs, stat_bs, rs_bs, cs_bs;
+    /* SMOE_GATHER_*: rows or columns through the uint index tensor idx (see interface.h) */
+    uint32_t gather, idx_off, idx_bs;
+    smoe_tensor idx;
+    uint32_t tile_m; /* the rows to pick the tile for, when fewer than M are expected (0: M) */
 } smoe_matmul;
 
 smoe_status smoe_record_matmul(smoe_program *p, const smoe_matmul *mm, smoe_err *err);

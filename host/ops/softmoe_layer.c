@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/interface.h"
+#include "ops/expert_subset.h"
 #include "ops/experts.h"
 #include "ops/matmul.h"
 
@@ -29,6 +30,7 @@ smoe_status smoe_layer_reserve(smoe_layer_tensors *L, const smoe_layer_dims *d, 
     if (!st) st = reserve(a, &L->slots, B * S * D, err);
     if (!st) st = reserve(a, &L->pre, n * R * H, err);
     if (!st) st = reserve(a, &L->slots_out, B * S * D, err);
+    if (!st) st = smoe_keep_reserve(L, d, a, err);
     if (!backward || st) return st;
     if (!st) st = reserve(a, &L->g_slots_out, B * S * D, err);
     if (!st) st = reserve(a, &L->g_combine, B * m * S, err);
@@ -84,8 +86,8 @@ static smoe_experts_rec experts_of(const smoe_layer_tensors *L, const smoe_layer
     return ex;
 }
 
-static smoe_status record_forward(smoe_program *p, const smoe_layer_tensors *L, const smoe_layer_dims *d,
-                                         smoe_err *err)
+smoe_status smoe_layer_record_router(smoe_program *p, const smoe_layer_tensors *L, const smoe_layer_dims *d,
+                                     smoe_err *err)
 {
     uint32_t B = (uint32_t)d->b, m = (uint32_t)d->m, D = (uint32_t)d->d, S = (uint32_t)(d->n * d->p);
     smoe_status st;
@@ -112,11 +114,20 @@ static smoe_status record_forward(smoe_program *p, const smoe_layer_tensors *L, 
     st = record_vectors(p, "softmax_stats", 3, SMOE_AXIS_COLS, 0, 0, bs1, m, S, B, m * S, S, err);
     if (st) return st;
     smoe_binding bs2[3] = {{L->logits, SMOE_READ}, {L->scale, SMOE_READ}, {L->lse_row, SMOE_WRITE}};
-    st = record_vectors(p, "softmax_stats", 3, SMOE_AXIS_ROWS, 0, 0, bs2, m, S, B, m * S, m, err);
+    return record_vectors(p, "softmax_stats", 3, SMOE_AXIS_ROWS, 0, 0, bs2, m, S, B, m * S, m, err);
+}
+
+static smoe_status record_forward(smoe_program *p, const smoe_layer_tensors *L, const smoe_layer_dims *d,
+                                         smoe_err *err)
+{
+    uint32_t B = (uint32_t)d->b, m = (uint32_t)d->m, D = (uint32_t)d->d, S = (uint32_t)(d->n * d->p);
+
+    /* 1-4. norms, logits, softmax statistics */
+    smoe_status st = smoe_layer_record_router(p, L, d, err);
     if (st) return st;
 
     /* 5. dispatch: X~_b = D_b^T X_b, D rebuilt from P on load */
-    mm = (smoe_matmul){
+    smoe_matmul mm = (smoe_matmul){
         .M = S, .N = D, .K = m, .batch = B, .trans_a = 1,
         .a = smoe_mm_plain(L->logits, S, m * S), .b = smoe_mm_plain(L->x, D, m * D), .c = smoe_mm_plain(L->slots, D, S * D),
         .a_xform = SMOE_XFORM_EXP_COL, .stat = L->lse_col, .stat_bs = S, .scalar = L->scale,
@@ -226,7 +237,7 @@ static smoe_status record_backward(smoe_program *p, const smoe_layer_tensors *L,
     return record_vectors(p, "l2norm_bwd", 4, SMOE_AXIS_COLS, 0, 1, lp, D, S, 1, 0, 0, err);
 }
 
-static smoe_layer_params host_params(const smoe_layer_tensors *L)
+smoe_layer_params smoe_layer_host_params(const smoe_layer_tensors *L)
 {
     smoe_layer_params prm = {smoe_tensor_host(&L->phi), smoe_tensor_host(&L->scale), smoe_tensor_host(&L->w1),
                              smoe_tensor_host(&L->b1),  smoe_tensor_host(&L->w2),    smoe_tensor_host(&L->b2)};
@@ -236,7 +247,7 @@ static smoe_layer_params host_params(const smoe_layer_tensors *L)
 smoe_status smoe_op_softmoe_forward(smoe_exec *ex, const smoe_layer_tensors *L, const smoe_layer_dims *d, smoe_err *err)
 {
     if (ex->gpu) return record_forward(ex->prog, L, d, err);
-    smoe_layer_params prm = host_params(L);
+    smoe_layer_params prm = smoe_layer_host_params(L);
     smoe_cpu_layer_forward(d, &prm, smoe_tensor_host(&L->x), smoe_tensor_host(&L->y), smoe_tensor_host(&L->cpu_ws));
     return SMOE_OK;
 }
@@ -245,7 +256,7 @@ smoe_status smoe_op_softmoe_backward(smoe_exec *ex, const smoe_layer_tensors *L,
                                      smoe_err *err)
 {
     if (ex->gpu) return record_backward(ex->prog, L, d, err);
-    smoe_layer_params prm = host_params(L);
+    smoe_layer_params prm = smoe_layer_host_params(L);
     smoe_layer_grads g = {smoe_tensor_host(&L->g_phi), smoe_tensor_host(&L->g_scale), smoe_tensor_host(&L->g_w1),
                           smoe_tensor_host(&L->g_b1),  smoe_tensor_host(&L->g_w2),    smoe_tensor_host(&L->g_b2)};
     smoe_cpu_layer_backward(d, &prm, smoe_tensor_host(&L->x), smoe_tensor_host(&L->dy), smoe_tensor_host(&L->cpu_ws),

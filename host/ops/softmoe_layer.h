@@ -21,12 +21,24 @@ typedef struct smoe_layer_tensors {
     smoe_tensor g_slots_out, g_combine, g_pre, g_slots, g_dispatch, colsum, partial, q_x, q_phi;
     /* the CPU path keeps its own workspace layout (softmoe_cpu.h) in one tensor instead */
     smoe_tensor cpu_ws;
+    /* expert-subset inference (ops/expert_subset.h), Vulkan: scores [b, n], kept mask [b, n],
+     * kept slots [b, S], per-expert rows [n + b*S] (uint), log-sum-exp over the kept slots [b, m];
+     * on both paths the random draws' state [SMOE_KEEP_STATE_WORDS], which the model provides */
+    smoe_tensor keep_scores, keep_mask, keep_slots, keep_rows, keep_lse, keep_state;
 } smoe_layer_tensors;
 
 /* Reserves the workspace (forward, plus backward when backward is set) in arena: the Vulkan
  * workspace on a device arena, the CPU one on a host arena. */
 smoe_status smoe_layer_reserve(smoe_layer_tensors *L, const smoe_layer_dims *d, smoe_arena *arena, int backward,
                                smoe_err *err);
+
+/* Vulkan: records the router half of the forward (token and slot norms, logits, both softmax
+ * statistics), which the expert-subset forward shares. */
+smoe_status smoe_layer_record_router(smoe_program *p, const smoe_layer_tensors *L, const smoe_layer_dims *d,
+                                     smoe_err *err);
+
+/* CPU path: the parameters' host memory. */
+smoe_layer_params smoe_layer_host_params(const smoe_layer_tensors *L);
 
 /* y from x. */
 smoe_status smoe_op_softmoe_forward(smoe_exec *ex, const smoe_layer_tensors *L, const smoe_layer_dims *d, smoe_err *err);

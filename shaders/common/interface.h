@@ -17,7 +17,8 @@
     F(uint, a_off) F(uint, a_ld) F(uint, a_bs) F(uint, a_g) F(uint, a_gs)                     \
     F(uint, b_off) F(uint, b_ld) F(uint, b_bs) F(uint, b_g) F(uint, b_gs)                     \
     F(uint, c_off) F(uint, c_ld) F(uint, c_bs) F(uint, c_g) F(uint, c_gs)                     \
-    F(float, alpha) F(uint, bias_bs) F(uint, stat_bs) F(uint, rs_bs) F(uint, cs_bs)
+    F(float, alpha) F(uint, bias_bs) F(uint, stat_bs) F(uint, rs_bs) F(uint, cs_bs)             \
+    F(uint, idx_off) F(uint, idx_bs)
 
 /* Matmul specialization constants (ids; 0-2 are the workgroup size). */
 #define SMOE_MM_TRANS_A 3
@@ -30,7 +31,8 @@
 #define SMOE_MM_A_XFORM 10
 #define SMOE_MM_B_XFORM 11
 #define SMOE_MM_EPI 12
-#define SMOE_MM_SPEC_COUNT 13
+#define SMOE_MM_GATHER 13
+#define SMOE_MM_SPEC_COUNT 14
 
 /* Operand transforms applied on load. */
 #define SMOE_XFORM_NONE 0
@@ -45,6 +47,14 @@
 #define SMOE_EPI_BIAS 8u          /* plus bias[z*bias_bs + c] */
 #define SMOE_EPI_GELU_GRAD 16u    /* times gelu'(aux[same place as C]) */
 #define SMOE_EPI_ACCUMULATE 32u   /* plus the old value of C */
+
+/* Row indirection (expert-subset inference): an index buffer idx (uint) maps a stored row or
+ * column number u of batch z to idx[idx_off + z*idx_bs + u]; with SMOE_GATHER_COUNT, batch z has
+ * only idx[z] rows (at most M) and workgroups past them exit at once. */
+#define SMOE_GATHER_A_COL 1u      /* A's stored column (the slots kept by sequence z) */
+#define SMOE_GATHER_A_ROW 2u      /* A's stored row (the slot rows routed to expert z) */
+#define SMOE_GATHER_C_ROW 4u      /* C's stored row (written back to those slot rows) */
+#define SMOE_GATHER_COUNT 8u      /* M of batch z is idx[z] */
 
 /* Row-wise and column-wise reductions over a matrix [rows x cols] per batch z. */
 #define SMOE_PUSH_REDUCE(F) F(uint, rows) F(uint, cols) F(uint, in_bs) F(uint, out_bs) F(uint, groups_x)
@@ -81,6 +91,11 @@
 /* AdamW over n parameters; step and learning rate come from the state buffer {t, lr}. */
 #define SMOE_PUSH_ADAMW(F) F(uint, n) F(float, beta1) F(float, beta2) F(float, eps) F(float, wd) F(float, max_norm) F(uint, groups_x) F(float, lr_mult)
 
+/* Expert-subset inference (host/ops/expert_subset.c): k experts kept per sequence of a Soft MoE
+ * layer with logits [batch, m, n*p] (expert_topk.comp), and the rows routed to each expert
+ * (expert_rows.comp). */
+#define SMOE_PUSH_KEEP(F) F(uint, m) F(uint, n) F(uint, p) F(uint, k) F(uint, batch) F(uint, layer) F(uint, groups_x)
+
 
 #ifdef VULKAN /* GLSL compiled for Vulkan */
 #define SMOE_FIELD(type, name) type name;
@@ -103,6 +118,7 @@ SMOE_PUSH_STRUCT(smoe_push_bcast, SMOE_PUSH_BCAST)
 SMOE_PUSH_STRUCT(smoe_push_sumrows, SMOE_PUSH_SUMROWS)
 SMOE_PUSH_STRUCT(smoe_push_sumsq, SMOE_PUSH_SUMSQ)
 SMOE_PUSH_STRUCT(smoe_push_adamw, SMOE_PUSH_ADAMW)
+SMOE_PUSH_STRUCT(smoe_push_keep, SMOE_PUSH_KEEP)
 #endif
 
 #endif

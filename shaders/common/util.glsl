@@ -62,3 +62,35 @@ float wg_max(float v)
     return r;
 }
 #endif
+
+// Workgroup-wide uint sum and exclusive prefix sum (in invocation order) over the x dimension (a
+// power of two): a shader that wants them defines SMOE_WG_SCAN and includes this file after its
+// local_size layout; all invocations must call them (uniform control flow).
+#ifdef SMOE_WG_SCAN
+shared uint smoe_scan[gl_WorkGroupSize.x];
+
+// The sum of v over the invocations before this one; total gets the sum over all.
+uint wg_scan_exclusive(uint v, out uint total)
+{
+    uint t = gl_LocalInvocationID.x;
+    smoe_scan[t] = v;
+    barrier();
+    for (uint off = 1; off < gl_WorkGroupSize.x; off *= 2) {
+        uint add = t >= off ? smoe_scan[t - off] : 0u;
+        barrier();
+        smoe_scan[t] += add;
+        barrier();
+    }
+    uint inclusive = smoe_scan[t];
+    total = smoe_scan[gl_WorkGroupSize.x - 1];
+    barrier();
+    return inclusive - v;
+}
+
+uint wg_sum_uint(uint v)
+{
+    uint total;
+    wg_scan_exclusive(v, total);
+    return total;
+}
+#endif

@@ -1,0 +1,74 @@
+/* Expert-subset inference on the CPU path: the scores and the choice of the kept experts, step
+ * for step as shaders/expert_topk.comp does them. */
+#include "expert_subset_cpu.h"
+
+#include <stddef.h>
+#include <string.h>
+
+void smoe_keep_scores(int b, int m, int n, int p, const float *C, float *scores)
+{
+    const int S = n * p;
+#pragma omp parallel for schedule(static)
+    for (int z = 0; z < b; z++) {
+        float *sc = scores + (size_t)z * n;
+        for (int e = 0; e < n; e++) sc[e] = 0.0f;
+        for (int i = 0; i < m; i++) {
+            const float *row = C + ((size_t)z * m + i) * S;
+            for (int e = 0; e < n; e++)
+                for (int j = 0; j < p; j++) sc[e] += row[e * p + j];
+        }
+    }
+}
+
+static uint32_t mix32(uint32_t h)
+{
+    h ^= h >> 16;
+    h *= 0x7feb352du;
+    h ^= h >> 15;
+    h *= 0x846ca68bu;
+    h ^= h >> 16;
+    return h;
+}
+
+float smoe_keep_random_score(const uint32_t state[3], uint32_t layer, uint32_t z, uint32_t e)
+{
+    uint32_t h = mix32(state[0] ^ 0x9e3779b9u);
+    h = mix32(h ^ state[1]);
+    h = mix32(h ^ state[2]);
+    h = mix32(h ^ layer);
+    h = mix32(h ^ z);
+    h = mix32(h ^ e);
+    return (float)(h >> 8) * (1.0f / 16777216.0f);
+}
+
+/* Scores are >= 0, so their bit patterns order as the numbers do. */
+static uint32_t key(float v)
+{
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    return u;
+}
+
+void smoe_keep_top(int b, int n, int k, const float *scores, int *kept)
+{
+#pragma omp parallel for schedule(static)
+    for (int z = 0; z < b; z++) {
+        const float *sc = scores + (size_t)z * n;
+        /* the k-th largest key, bit by bit from the top */
+        uint32_t kth = 0;
+        for (int bit = 31; bit >= 0; bit--) {
+            const uint32_t cand = kth | (1u << bit);
+            int count = 0;
+            for (int e = 0; e < n; e++) count += key(sc[e]) >= cand;
+            if (count >= k) kth = cand;
+        }
+        int above = 0;
+        for (int e = 0; e < n; e++) above += key(sc[e]) > kth;
+        /* all above it, then the first of those equal to it */
+        int ties = k - above, t = 0;
+        for (int e = 0; e < n; e++) {
+            const uint32_t u = key(sc[e]);
+            if (u > kth || (u == kth && ties-- > 0)) kept[(size_t)z * k + t++] = e;
+        }
+    }
+}
