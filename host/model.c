@@ -51,7 +51,8 @@ smoe_status smoe_model_commit_params(smoe_model *m, smoe_err *err)
 {
     smoe_status st = SMOE_OK;
     for (int i = 0; i < m->param_count && !st; i++)
-        st = smoe_arena_reserve(&m->param_arena, m->params[i].count * 4, &m->params[i].value, err);
+        if ((st = smoe_arena_reserve(&m->param_arena, m->params[i].count * 4, &m->params[i].value, err)))
+            smoe_fail_prefix(err, st, "parameter \"%s\"", m->params[i].name);
     if (!st) st = smoe_arena_commit(&m->param_arena, err);
     return st;
 }
@@ -120,7 +121,9 @@ static smoe_status copy_out(smoe_model *m, int i, float *out, int grad)
     if (!t->arena || !t->arena->committed)
         return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT, "no gradients yet: run a backward pass first");
     smoe_err err = {{0}};
-    return smoe_ctx_error(m->ctx, smoe_tensor_download(t, 0, out, t->bytes, &err), &err);
+    smoe_status st = smoe_model_settle(m, &err);
+    if (!st) st = smoe_tensor_download(t, 0, out, t->bytes, &err);
+    return smoe_ctx_error(m->ctx, st, &err);
 }
 
 smoe_status smoe_model_get_param(smoe_model *m, int i, float *out) { return copy_out(m, i, out, 0); }
@@ -411,6 +414,14 @@ static smoe_status execute(smoe_layer_model *lm, int backward, smoe_err *err)
     return smoe_program_run(p, err);
 }
 
+smoe_status smoe_model_settle(smoe_model *m, smoe_err *err)
+{
+    if (m->kind == SMOE_MODEL_VIT) return smoe_vit_settle(m, err);
+    smoe_status st = smoe_program_wait(&m->layer->forward, err);
+    if (!st) st = smoe_program_wait(&m->layer->forward_backward, err);
+    return st;
+}
+
 smoe_status smoe_check_finite(const float *v, size_t n, const char *name, smoe_err *err)
 {
     for (size_t i = 0; i < n; i++)
@@ -434,6 +445,7 @@ static smoe_status run_layer(smoe_model *md, int b, int m, const float *x, const
     smoe_err err = {{0}};
     smoe_status st = smoe_check_finite(x, io, "x", &err);
     if (!st && backward) st = smoe_check_finite(dy, io, "dy", &err);
+    if (!st) st = smoe_model_settle(md, &err);
     if (!st) st = ensure_shape(md, b, m, backward, &err);
     if (st) return smoe_ctx_error(ctx, st, &err);
     smoe_layer_tensors *t = &lm->t;

@@ -47,6 +47,11 @@ smoe_status smoe_model_read_params(smoe_model *m, const smoe_st_file *f, const c
 smoe_status smoe_model_new(smoe_context *ctx, smoe_model_kind kind, smoe_model **out, smoe_err *err);
 smoe_status smoe_model_finish(smoe_model *m, smoe_status st, smoe_model **out, smoe_err *err);
 
+/* Waits for the model's work that a failed fence wait left submitted: until it has ended, reading
+ * or writing the model's memory would race with it. At once SMOE_OK when there is none. Every
+ * call that touches a model's memory settles it first. */
+smoe_status smoe_model_settle(smoe_model *m, smoe_err *err);
+
 /* Fails with SMOE_ERROR_NOT_FINITE naming name[i] at the first NaN or Inf. */
 smoe_status smoe_check_finite(const float *v, size_t n, const char *name, smoe_err *err);
 
@@ -67,5 +72,6 @@ smoe_status smoe_model_read_optimizer(smoe_model *m, const smoe_st_file *f, smoe
 void smoe_vit_metadata(const smoe_model *m, char *json, size_t size);
 smoe_status smoe_vit_load(smoe_model *m, const smoe_st_file *f, smoe_err *err);
 void smoe_vit_destroy(struct smoe_vit *v);
+smoe_status smoe_vit_settle(smoe_model *m, smoe_err *err);
 
 #endif

@@ -49,6 +49,7 @@ smoe_status smoe_model_save(smoe_model *m, const char *path, int with_optimizer)
     char (*names)[128] = calloc((size_t)count, sizeof *names);
     float **data = calloc((size_t)count, sizeof *data);
     smoe_status st = e && names && data ? SMOE_OK : smoe_fail(&err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    if (!st) st = smoe_model_settle(m, &err);
     for (int i = 0; i < m->param_count && !st; i++) {
         const smoe_param *p = &m->params[i];
         for (int k = 0; k < per && !st; k++) {
