@@ -26,6 +26,17 @@ check "mismatched input writes nothing" "[ ! -e '$T/bad.st' ]"
 head -c 100 $L.model.safetensors > "$T/trunc.st"
 "$SOFTMOE" run --device cpu --model "$T/trunc.st" --input $L.input.safetensors --output "$T/bad.st" 2> "$T/err.txt"
 check "truncated model exits non-zero" "[ \$? -ne 0 ] && [ ! -e '$T/bad.st' ] && [ -s '$T/err.txt' ]"
+# run: Vulkan faults injected (SOFTMOE_FAULT): a lost device and device memory running out end
+# the command with the status and the failing call on stderr, and no output file
+for fault in vkQueueSubmit:1:VK_ERROR_DEVICE_LOST vkAllocateMemory:2; do
+    SOFTMOE_FAULT=$fault "$SOFTMOE" run --device vulkan --model $L.model.safetensors --input $L.input.safetensors \
+        --output "$T/fault.st" 2> "$T/err.txt"
+    check "$fault exits non-zero" "[ \$? -ne 0 ] && [ ! -e '$T/fault.st' ] && [ ! -e '$T/fault.st.tmp' ]"
+    check "$fault names the call and the result" "grep -q '${fault%%:*} failed: VK_ERROR' '$T/err.txt' && grep -q 'SMOE_ERROR' '$T/err.txt'"
+done
+SOFTMOE_FAULT=nonsense "$SOFTMOE" run --device vulkan --model $L.model.safetensors --input $L.input.safetensors \
+    --output "$T/fault.st" 2> "$T/err.txt"
+check "a malformed SOFTMOE_FAULT is refused" "[ \$? -ne 0 ] && grep -q 'SOFTMOE_FAULT' '$T/err.txt' && [ ! -e '$T/fault.st' ]"
 # run: the golden ViT with labels gives logits, loss and gradients
 V=$GOLDEN/vit_d32_L2_b3
 "$SOFTMOE" run --device cpu --model $V.model.safetensors --input $V.input.safetensors --output "$T/vit.st"
