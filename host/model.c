@@ -69,30 +69,43 @@ smoe_status smoe_model_ensure_grads(smoe_model *m, smoe_err *err)
     return st;
 }
 
-smoe_status smoe_model_read_params(smoe_model *m, const smoe_st_file *f, const char *allow_prefix, smoe_err *err)
+static const char *const optimizer_prefix[2] = {"opt.m.", "opt.v."};
+
+smoe_status smoe_model_check_file(const smoe_model *m, const smoe_st_file *f, int optimizer, smoe_err *err)
 {
-    const smoe_st_tensor **src = calloc(m->param_count ? m->param_count : 1, sizeof *src);
-    if (!src) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     smoe_status st = SMOE_OK;
     for (int i = 0; i < m->param_count && !st; i++) {
-        smoe_param *p = &m->params[i];
+        const smoe_param *p = &m->params[i];
         /* a scalar (ndim 0) may be stored as [] or [1]; smoe_st_expect_f32 accepts both */
-        st = smoe_st_expect_f32(f, p->name, p->ndim, p->shape, &src[i], err);
+        st = smoe_st_expect_f32(f, p->name, p->ndim, p->shape, NULL, err);
+        for (int k = 0; k < 2 && optimizer && !st; k++) {
+            char name[128];
+            snprintf(name, sizeof name, "%s%s", optimizer_prefix[k], p->name);
+            st = smoe_st_expect_f32(f, name, p->ndim, p->shape, NULL, err);
+        }
     }
     for (int i = 0; i < f->count && !st; i++) {
         const char *name = f->tensors[i].name;
-        if (smoe_model_find_param(m, name) < 0 && !(allow_prefix && !strncmp(name, allow_prefix, strlen(allow_prefix))))
-            st = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "unexpected tensor \"%s\" in the model file", name);
+        int known = smoe_model_find_param(m, name) >= 0, moment = 0;
+        for (int k = 0; k < 2 && !known; k++)
+            if (!strncmp(name, optimizer_prefix[k], 6) && smoe_model_find_param(m, name + 6) >= 0) known = moment = optimizer;
+        if (!known)
+            st = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "unexpected tensor \"%s\" in the model file%s", name,
+                           !moment && !strncmp(name, "opt.", 4) && !optimizer ? " (optimizer state needs \"softmoe.step\")" : "");
     }
+    return st;
+}
+
+smoe_status smoe_model_read_params(smoe_model *m, const smoe_st_file *f, smoe_err *err)
+{
     size_t most = smoe_model_largest_param(m);
-    float *tmp = st ? NULL : malloc(most * 4);
-    if (!st && !tmp) st = smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    float *tmp = malloc(most * 4);
+    smoe_status st = tmp ? SMOE_OK : smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     for (int i = 0; i < m->param_count && !st; i++) {
-        st = smoe_st_copy_f32(src[i], tmp, err);
+        st = smoe_st_copy_f32(smoe_st_find(f, m->params[i].name), tmp, err);
         if (!st) st = smoe_tensor_upload(&m->params[i].value, 0, tmp, m->params[i].count * 4, err);
     }
     free(tmp);
-    free(src);
     return st;
 }
 
@@ -219,8 +232,9 @@ static smoe_status load_layer(smoe_model *m, const smoe_st_file *f, smoe_err *er
     smoe_arena_init(&m->layer->work, smoe_ctx_gpu(m->ctx), "activations");
     smoe_status st = layer_dims_from_file(f, &m->layer->dims, err);
     if (!st) st = smoe_layer_add_params(m, &m->layer->dims, "", err);
+    if (!st) st = smoe_model_check_file(m, f, 0, err);
     if (!st) st = smoe_model_commit_params(m, err);
-    if (!st) st = smoe_model_read_params(m, f, NULL, err);
+    if (!st) st = smoe_model_read_params(m, f, err);
     return st;
 }
 

@@ -38,9 +38,12 @@ int smoe_model_find_param(const smoe_model *m, const char *name);
 size_t smoe_model_largest_param(const smoe_model *m);
 /* Reserves and commits the parameter arena for the table. */
 smoe_status smoe_model_commit_params(smoe_model *m, smoe_err *err);
-/* Reads every parameter of the table from f (F32, exact shapes, finite), refusing extra tensors
- * except those starting with allow_prefix (may be NULL). */
-smoe_status smoe_model_read_params(smoe_model *m, const smoe_st_file *f, const char *allow_prefix, smoe_err *err);
+/* Checks f against the table before anything is allocated for it: every parameter present as F32
+ * of its exact shape (and, with optimizer, its AdamW moments opt.m.<name> and opt.v.<name>), and
+ * no other tensor. What is then allocated is no larger than the file. */
+smoe_status smoe_model_check_file(const smoe_model *m, const smoe_st_file *f, int optimizer, smoe_err *err);
+/* Reads every parameter of the table from f (checked by smoe_model_check_file; finite). */
+smoe_status smoe_model_read_params(smoe_model *m, const smoe_st_file *f, smoe_err *err);
 
 /* A model of kind with nothing in it yet; smoe_model_finish registers it with the context, or
  * frees it when st is a failure, and returns st. */

@@ -1,6 +1,7 @@
 /* Training support shared by every model kind: the learning-rate schedule, AdamW defaults, and
  * saving (atomic) and restoring parameters with optimizer state, so that a resumed run continues
  * exactly where it stopped. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,8 +93,11 @@ smoe_status smoe_model_read_optimizer(smoe_model *m, const smoe_st_file *f, smoe
     const char *step = smoe_st_get_meta(f, "softmoe.step");
     if (!step) return SMOE_OK; /* a model without optimizer state */
     char *end = NULL;
-    long s = strtol(step, &end, 10);
-    if (!*step || *end || s < 0) return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "softmoe.step \"%s\" is not a step count", step);
+    errno = 0;
+    long long s = strtoll(step, &end, 10);
+    /* the limit keeps step + 1 within any long */
+    if (!*step || *end || errno || s < 0 || s > 2147483646)
+        return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "softmoe.step \"%s\" is not a step count (0 to 2147483646)", step);
     smoe_status st = smoe_model_ensure_optimizer(m, err);
     size_t most = smoe_model_largest_param(m);
     float *tmp = st ? NULL : malloc(most * 4);
@@ -110,6 +114,6 @@ smoe_status smoe_model_read_optimizer(smoe_model *m, const smoe_st_file *f, smoe
         }
     }
     free(tmp);
-    if (!st) m->step = s;
+    if (!st) m->step = (long)s;
     return st;
 }

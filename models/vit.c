@@ -282,6 +282,7 @@ static smoe_status init_params(smoe_model *m, const smoe_vit *v, uint64_t seed, 
     return st;
 }
 
+/* The model's ViT and its parameter table (not yet allocated). */
 static smoe_status new_vit(smoe_model *m, const smoe_vit_config *cfg, smoe_err *err)
 {
     m->vit = calloc(1, sizeof *m->vit);
@@ -289,9 +290,7 @@ static smoe_status new_vit(smoe_model *m, const smoe_vit_config *cfg, smoe_err *
     m->vit->cfg = *cfg;
     smoe_arena_init(&m->vit->infer.act, smoe_ctx_gpu(m->ctx), "activations");
     smoe_arena_init(&m->vit->train.act, smoe_ctx_gpu(m->ctx), "training activations");
-    smoe_status st = build_params(m, m->vit, err);
-    if (!st) st = smoe_model_commit_params(m, err);
-    return st;
+    return build_params(m, m->vit, err);
 }
 
 smoe_status smoe_vit_load(smoe_model *m, const smoe_st_file *f, smoe_err *err)
@@ -301,7 +300,11 @@ smoe_status smoe_vit_load(smoe_model *m, const smoe_st_file *f, smoe_err *err)
     smoe_vit_config cfg;
     smoe_status st = parse_config(json, &cfg, err);
     if (!st) st = new_vit(m, &cfg, err);
-    if (!st) st = smoe_model_read_params(m, f, "opt.", err);
+    /* The tensors are checked against the configuration before its memory is allocated: a small
+     * file cannot make the loader allocate what a large configuration claims. */
+    if (!st) st = smoe_model_check_file(m, f, smoe_st_get_meta(f, "softmoe.step") != NULL, err);
+    if (!st) st = smoe_model_commit_params(m, err);
+    if (!st) st = smoe_model_read_params(m, f, err);
     if (!st) st = smoe_model_read_optimizer(m, f, err);
     return st;
 }
@@ -318,6 +321,7 @@ smoe_status smoe_vit_create(smoe_context *ctx, const smoe_vit_config *config, ui
     st = smoe_model_new(ctx, SMOE_MODEL_VIT, &m, &err);
     if (st) return smoe_ctx_error(ctx, st, &err);
     st = new_vit(m, config, &err);
+    if (!st) st = smoe_model_commit_params(m, &err);
     if (!st) st = init_params(m, m->vit, seed, &err);
     return smoe_ctx_error(ctx, smoe_model_finish(m, st, out, &err), &err);
 }
