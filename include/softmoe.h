@@ -416,7 +416,9 @@ SMOE_API smoe_status smoe_vit_train_step(smoe_model *model, const smoe_train_con
 SMOE_API long smoe_model_train_step_count(const smoe_model *model);
 
 /* Saves the model as SPEC safetensors, atomically (temp file, fsync, rename). With
- * with_optimizer, the AdamW moments and the step count are saved too (a checkpoint to resume). */
+ * with_optimizer, the AdamW moments and the step count are saved too (a checkpoint to resume).
+ * A parameter or moment that is NaN or Inf (training diverged) is refused with
+ * SMOE_ERROR_NOT_FINITE naming it, and path is left as it was. */
 SMOE_API smoe_status smoe_model_save(smoe_model *model, const char *path, int with_optimizer);
 
 /* ---- Images and class names (for the shipped Fashion-MNIST classifier) ------------------ */

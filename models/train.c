@@ -60,6 +60,9 @@ smoe_status smoe_model_save(smoe_model *m, const char *path, int with_optimizer)
             data[j] = malloc(p->count * 4);
             if (!data[j]) st = smoe_fail(&err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
             if (!st) st = smoe_tensor_download(t, 0, data[j], p->count * 4, &err);
+            /* never a file that loading would refuse (training that diverged writes nothing) */
+            if (!st && (st = smoe_check_finite(data[j], p->count, names[j], &err)))
+                smoe_fail_prefix(&err, st, "not saving %s", path);
             e[j].name = names[j];
             e[j].dtype = SMOE_F32;
             e[j].ndim = p->ndim ? p->ndim : 1; /* scalars are stored as [1], like the golden files */

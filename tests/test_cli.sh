@@ -1,7 +1,7 @@
 #!/bin/sh
-# The softmoe command end to end: run (layer and ViT, good and malformed input), train (with an
-# interrupted run resumed to the same curve), eval --json, classify. $1: the softmoe binary,
-# $2: the golden directory.
+# The softmoe command end to end: run (layer and ViT, good and malformed input, injected Vulkan
+# faults), train (with an interrupted run resumed to the same curve, and a NaN loss stopping it),
+# eval --json, classify. $1: the softmoe binary, $2: the golden directory.
 set -u
 SOFTMOE=$1
 GOLDEN=$2
@@ -60,6 +60,14 @@ check "resume" "[ \$? -eq 0 ] && [ -s '$T/half.st' ]"
 check "resumed model equals the uninterrupted one" "cmp -s '$T/full.st' '$T/half.st'"
 check "resumed final curve row equals the uninterrupted one" \
     "[ \"\$(tail -1 '$T/full.csv' | cut -d, -f1-7)\" = \"\$(tail -1 '$T/resumed.csv' | cut -d, -f1-7)\" ]"
+
+# train: a loss that becomes NaN (a learning rate of 1e30) stops training with a message; the
+# last checkpoint is kept and loads, and no model is written
+"$SOFTMOE" train $TINY --epochs 1 --lr 1e30 --checkpoint "$T/nan-ck.st" --checkpoint-every 1 --out "$T/nan.st" \
+    2> "$T/nan.log"
+check "a NaN loss stops training" "[ \$? -ne 0 ] && grep -q 'the loss became' '$T/nan.log' && [ ! -e '$T/nan.st' ]"
+"$SOFTMOE" eval --device cpu --model "$T/nan-ck.st" --limit 50 > /dev/null 2>&1
+check "the last checkpoint before the NaN loss loads" "[ \$? -eq 0 ]"
 
 # eval --json
 "$SOFTMOE" eval --device cpu --model "$T/full.st" --json --limit 300 > "$T/eval.json"

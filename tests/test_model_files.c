@@ -5,7 +5,8 @@
  * without its step and the reverse) is refused by smoe_model_load_memory with the expected status
  * and a message naming what is wrong, keeps no model and holds no memory, on the CPU path and on
  * Vulkan; a configuration claiming gigabytes in a small file is refused before anything is
- * allocated. Input files are checked the same way through run_model (tools/run_model.c). Last,
+ * allocated. Saving refuses NaN or Inf parameters and leaves the file as it was. Input files are
+ * checked the same way through run_model (tools/run_model.c). Last,
  * `softmoe run` (argv[2]) on some of these files exits non-zero with the message on stderr and
  * writes no output file. */
 #define _POSIX_C_SOURCE 200809L
@@ -15,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "model.h"
 #include "run_model.h"
 #include "safetensors.h"
 #include "test_vk.h"
@@ -182,6 +184,16 @@ static void expect_load(smoe_context *ctx, const variant *v, smoe_status status,
     free(img);
 }
 
+/* One case: v made from file, changed by edit, then loaded expecting status and the words. */
+#define CASE(file, edit, status, word, word2, what)          \
+    do {                                                     \
+        if (start(&v, file)) {                               \
+            edit;                                            \
+            expect_load(ctx, &v, status, word, word2, what); \
+            finish(&v);                                      \
+        }                                                    \
+    } while (0)
+
 static const char *const vit_config =
     "{\"image_size\": 8, \"patch_size\": 4, \"channels\": 1, \"dim\": 32, \"depth\": 2, \"heads\": 2, \"mlp_dim\": 64, "
     "\"moe_layers\": [1], \"experts\": 4, \"slots_per_expert\": 1, \"num_classes\": 5}";
@@ -209,100 +221,82 @@ static void layer_cases(smoe_context *ctx)
 {
     const char *file = "layer_b1_m7_d16_n3_p3_h40.model.safetensors"; /* d 16, n 3, p 3, h 40 */
     variant v;
-#define CASE(edit, status, word, word2, what)             \
-    do {                                                  \
-        if (start(&v, file)) {                            \
-            edit;                                         \
-            expect_load(ctx, &v, status, word, word2, what); \
-            finish(&v);                                   \
-        }                                                 \
-    } while (0)
-    CASE((void)0, SMOE_OK, "", NULL, "the golden layer itself");
-    CASE(drop(&v, "experts.fc2.bias"), SMOE_ERROR_BAD_FORMAT, "\"experts.fc2.bias\" is missing", "[3, 16]", "a missing tensor");
-    CASE(drop(&v, "phi"), SMOE_ERROR_BAD_FORMAT, "\"phi\" is missing", NULL, "phi missing");
-    CASE(add(&v, "experts.fc3.weight", 1, (const int64_t[]){4}), SMOE_ERROR_BAD_FORMAT,
+    CASE(file, (void)0, SMOE_OK, "", NULL, "the golden layer itself");
+    CASE(file, drop(&v, "experts.fc2.bias"), SMOE_ERROR_BAD_FORMAT, "\"experts.fc2.bias\" is missing", "[3, 16]", "a missing tensor");
+    CASE(file, drop(&v, "phi"), SMOE_ERROR_BAD_FORMAT, "\"phi\" is missing", NULL, "phi missing");
+    CASE(file, add(&v, "experts.fc3.weight", 1, (const int64_t[]){4}), SMOE_ERROR_BAD_FORMAT,
          "unexpected tensor \"experts.fc3.weight\"", NULL, "an extra tensor");
-    CASE(to_f64(&v, "experts.fc1.bias"), SMOE_ERROR_BAD_FORMAT, "\"experts.fc1.bias\"", "F64", "a tensor of another dtype");
-    CASE((entry(&v, "experts.fc2.bias")->shape[0] = 16, entry(&v, "experts.fc2.bias")->shape[1] = 3), SMOE_ERROR_BAD_FORMAT,
+    CASE(file, to_f64(&v, "experts.fc1.bias"), SMOE_ERROR_BAD_FORMAT, "\"experts.fc1.bias\"", "F64", "a tensor of another dtype");
+    CASE(file, (entry(&v, "experts.fc2.bias")->shape[0] = 16, entry(&v, "experts.fc2.bias")->shape[1] = 3), SMOE_ERROR_BAD_FORMAT,
          "\"experts.fc2.bias\" has shape [16, 3]", "expected F32 [3, 16]", "a transposed shape");
-    CASE((entry(&v, "phi")->ndim = 2, entry(&v, "phi")->shape[1] = 9), SMOE_ERROR_BAD_FORMAT, "\"phi\" has 2 dimensions",
+    CASE(file, (entry(&v, "phi")->ndim = 2, entry(&v, "phi")->shape[1] = 9), SMOE_ERROR_BAD_FORMAT, "\"phi\" has 2 dimensions",
          NULL, "phi of two dimensions");
-    CASE((entry(&v, "experts.fc1.weight")->shape[1] = 20, entry(&v, "experts.fc1.weight")->shape[2] = 32),
+    CASE(file, (entry(&v, "experts.fc1.weight")->shape[1] = 20, entry(&v, "experts.fc1.weight")->shape[2] = 32),
          SMOE_ERROR_BAD_FORMAT, "\"experts.fc1.weight\" has shape [3, 20, 32]", "expected F32 [3, 20, 16]",
          "sizes that disagree between tensors");
-    CASE(set_value(&v, "experts.fc1.weight", 5, NAN), SMOE_ERROR_NOT_FINITE, "\"experts.fc1.weight\"", "index 5",
+    CASE(file, set_value(&v, "experts.fc1.weight", 5, NAN), SMOE_ERROR_NOT_FINITE, "\"experts.fc1.weight\"", "index 5",
          "NaN in a weight");
-    CASE(set_value(&v, "scale", 0, -INFINITY), SMOE_ERROR_NOT_FINITE, "\"scale\"", "index 0", "Inf in the scale");
-    CASE(meta(&v, "softmoe.kind", NULL), SMOE_ERROR_BAD_FORMAT, "\"softmoe.kind\"", NULL, "no kind");
-    CASE(meta(&v, "softmoe.kind", "transformer"), SMOE_ERROR_BAD_FORMAT, "unknown model kind \"transformer\"", NULL,
+    CASE(file, set_value(&v, "scale", 0, -INFINITY), SMOE_ERROR_NOT_FINITE, "\"scale\"", "index 0", "Inf in the scale");
+    CASE(file, meta(&v, "softmoe.kind", NULL), SMOE_ERROR_BAD_FORMAT, "\"softmoe.kind\"", NULL, "no kind");
+    CASE(file, meta(&v, "softmoe.kind", "transformer"), SMOE_ERROR_BAD_FORMAT, "unknown model kind \"transformer\"", NULL,
          "an unknown kind");
-#undef CASE
 }
 
 static void vit_cases(smoe_context *ctx)
 {
     const char *file = "vit_d32_L2_b3.model.safetensors";
     variant v;
-#define CASE(edit, status, word, word2, what)             \
-    do {                                                  \
-        if (start(&v, file)) {                            \
-            edit;                                         \
-            expect_load(ctx, &v, status, word, word2, what); \
-            finish(&v);                                   \
-        }                                                 \
-    } while (0)
-    CASE((void)0, SMOE_OK, "", NULL, "the golden ViT itself");
-    CASE(config_with(&v, "num_classes", "5"), SMOE_OK, "", NULL, "the configuration as this test writes it");
-    CASE(drop(&v, "blocks.1.moe.phi"), SMOE_ERROR_BAD_FORMAT, "\"blocks.1.moe.phi\" is missing", "[32, 4, 1]",
+    CASE(file, (void)0, SMOE_OK, "", NULL, "the golden ViT itself");
+    CASE(file, config_with(&v, "num_classes", "5"), SMOE_OK, "", NULL, "the configuration as this test writes it");
+    CASE(file, drop(&v, "blocks.1.moe.phi"), SMOE_ERROR_BAD_FORMAT, "\"blocks.1.moe.phi\" is missing", "[32, 4, 1]",
          "a missing tensor");
-    CASE(add(&v, "blocks.2.norm1.weight", 1, (const int64_t[]){32}), SMOE_ERROR_BAD_FORMAT,
+    CASE(file, add(&v, "blocks.2.norm1.weight", 1, (const int64_t[]){32}), SMOE_ERROR_BAD_FORMAT,
          "unexpected tensor \"blocks.2.norm1.weight\"", NULL, "a tensor of a block beyond the depth");
-    CASE(to_f64(&v, "head.bias"), SMOE_ERROR_BAD_FORMAT, "\"head.bias\"", "F64", "a tensor of another dtype");
-    CASE(set_value(&v, "blocks.0.attn.qkv.weight", 7, NAN), SMOE_ERROR_NOT_FINITE, "\"blocks.0.attn.qkv.weight\"",
+    CASE(file, to_f64(&v, "head.bias"), SMOE_ERROR_BAD_FORMAT, "\"head.bias\"", "F64", "a tensor of another dtype");
+    CASE(file, set_value(&v, "blocks.0.attn.qkv.weight", 7, NAN), SMOE_ERROR_NOT_FINITE, "\"blocks.0.attn.qkv.weight\"",
          "index 7", "NaN in a weight");
-    CASE(set_value(&v, "pos_embed", 3, INFINITY), SMOE_ERROR_NOT_FINITE, "\"pos_embed\"", "index 3", "Inf in a weight");
+    CASE(file, set_value(&v, "pos_embed", 3, INFINITY), SMOE_ERROR_NOT_FINITE, "\"pos_embed\"", "index 3", "Inf in a weight");
     /* the configuration */
-    CASE(meta(&v, "softmoe.config", NULL), SMOE_ERROR_BAD_FORMAT, "\"softmoe.config\"", NULL, "no configuration");
-    CASE(meta(&v, "softmoe.config", "{\"image_size\": 8,"), SMOE_ERROR_BAD_FORMAT, "config: not a JSON object", NULL,
+    CASE(file, meta(&v, "softmoe.config", NULL), SMOE_ERROR_BAD_FORMAT, "\"softmoe.config\"", NULL, "no configuration");
+    CASE(file, meta(&v, "softmoe.config", "{\"image_size\": 8,"), SMOE_ERROR_BAD_FORMAT, "config: not a JSON object", NULL,
          "a configuration that is not JSON");
-    CASE(meta(&v, "softmoe.config", "[8, 4]"), SMOE_ERROR_BAD_FORMAT, "config: not a JSON object", NULL,
+    CASE(file, meta(&v, "softmoe.config", "[8, 4]"), SMOE_ERROR_BAD_FORMAT, "config: not a JSON object", NULL,
          "a configuration that is a list");
-    CASE(config_with(&v, "dim", NULL), SMOE_ERROR_BAD_FORMAT, "config: \"dim\" is missing", NULL, "dim missing");
-    CASE(config_with(&v, "dim", "0"), SMOE_ERROR_BAD_FORMAT, "config: dim is 0", "between 1 and", "dim zero");
-    CASE(config_with(&v, "depth", "-2"), SMOE_ERROR_BAD_FORMAT, "config: depth is -2", NULL, "depth negative");
-    CASE(config_with(&v, "heads", "0"), SMOE_ERROR_BAD_FORMAT, "config: heads is 0", NULL, "heads zero");
-    CASE(config_with(&v, "image_size", "1000000000"), SMOE_ERROR_BAD_FORMAT, "config: image_size is 1000000000", NULL,
-         "an absurd image size");
-    CASE(config_with(&v, "mlp_dim", "1e30"), SMOE_ERROR_BAD_FORMAT, "config: \"mlp_dim\" is not an integer", NULL,
-         "an absurd hidden size");
-    CASE(config_with(&v, "num_classes", "2.5"), SMOE_ERROR_BAD_FORMAT, "config: \"num_classes\" is not an integer", NULL,
-         "a fractional value");
-    CASE(config_with(&v, "dim", "\"32\""), SMOE_ERROR_BAD_FORMAT, "config: \"dim\" is not an integer", NULL,
-         "a string value");
-    CASE(config_with(&v, "heads", "3"), SMOE_ERROR_BAD_FORMAT, "dim 32 is not divisible by heads 3", NULL,
-         "dim not divisible by heads");
-    CASE(config_with(&v, "patch_size", "3"), SMOE_ERROR_BAD_FORMAT, "image_size 8 is not divisible by patch_size 3", NULL,
-         "image not divisible by patch");
-    CASE(config_with(&v, "moe_layers", "[2]"), SMOE_ERROR_BAD_FORMAT, "moe_layers has block 2", NULL,
-         "a Soft MoE block beyond the depth");
-    CASE(config_with(&v, "moe_layers", "[1, 1]"), SMOE_ERROR_BAD_FORMAT, "block 1 is twice", NULL, "a block twice");
-    CASE(config_with(&v, "moe_layers", "[1.5]"), SMOE_ERROR_BAD_FORMAT, "moe_layers holds a non-integer", NULL,
-         "a fractional block");
-    CASE(config_with(&v, "experts", "0"), SMOE_ERROR_BAD_FORMAT, "experts 0", NULL, "no experts");
-    CASE(config_with(&v, "num_classes", "6"), SMOE_ERROR_BAD_FORMAT, "\"head.weight\" has shape [5, 32]",
+    /* one "key": value of the configuration changed (NULL: removed) */
+    static const struct {
+        const char *key, *value, *word, *what;
+    } config[] = {
+        {"dim", NULL, "config: \"dim\" is missing", "dim missing"},
+        {"dim", "0", "config: dim is 0; it must be between 1 and", "dim zero"},
+        {"depth", "-2", "config: depth is -2", "depth negative"},
+        {"heads", "0", "config: heads is 0", "heads zero"},
+        {"image_size", "1000000000", "config: image_size is 1000000000", "an absurd image size"},
+        {"mlp_dim", "1e30", "config: \"mlp_dim\" is not an integer", "an absurd hidden size"},
+        {"num_classes", "2.5", "config: \"num_classes\" is not an integer", "a fractional value"},
+        {"dim", "\"32\"", "config: \"dim\" is not an integer", "a string value"},
+        {"heads", "3", "dim 32 is not divisible by heads 3", "dim not divisible by heads"},
+        {"patch_size", "3", "image_size 8 is not divisible by patch_size 3", "image not divisible by patch"},
+        {"moe_layers", "[2]", "moe_layers has block 2", "a Soft MoE block beyond the depth"},
+        {"moe_layers", "[1, 1]", "block 1 is twice", "a block twice"},
+        {"moe_layers", "[1.5]", "moe_layers holds a non-integer", "a fractional block"},
+        {"experts", "0", "experts 0", "no experts"},
+    };
+    for (size_t i = 0; i < sizeof config / sizeof config[0]; i++)
+        CASE(file, config_with(&v, config[i].key, config[i].value), SMOE_ERROR_BAD_FORMAT, config[i].word, NULL,
+             config[i].what);
+    CASE(file, config_with(&v, "num_classes", "6"), SMOE_ERROR_BAD_FORMAT, "\"head.weight\" has shape [5, 32]",
          "expected F32 [6, 32]", "a configuration that disagrees with the tensors");
-    CASE(config_with(&v, "experts", "8"), SMOE_ERROR_BAD_FORMAT, "\"blocks.1.moe.phi\"", "[32, 8, 1]",
+    CASE(file, config_with(&v, "experts", "8"), SMOE_ERROR_BAD_FORMAT, "\"blocks.1.moe.phi\"", "[32, 8, 1]",
          "more experts than the tensors have");
-    CASE(meta(&v, "softmoe.config",
+    CASE(file, meta(&v, "softmoe.config",
               "{\"image_size\": 8, \"patch_size\": 4, \"channels\": 1, \"dim\": 4096, \"depth\": 64, \"heads\": 2, "
               "\"mlp_dim\": 16384, \"moe_layers\": [], \"num_classes\": 5}"),
          SMOE_ERROR_BAD_FORMAT, "more than softmoe supports", NULL, "more weights than supported");
     /* optimizer state */
-    CASE(add(&v, "opt.m.head.bias", 1, (const int64_t[]){5}), SMOE_ERROR_BAD_FORMAT, "unexpected tensor \"opt.m.head.bias\"",
+    CASE(file, add(&v, "opt.m.head.bias", 1, (const int64_t[]){5}), SMOE_ERROR_BAD_FORMAT, "unexpected tensor \"opt.m.head.bias\"",
          "softmoe.step", "optimizer state without its step");
-    CASE(meta(&v, "softmoe.step", "3"), SMOE_ERROR_BAD_FORMAT, "\"opt.m.", "is missing", "a step without optimizer state");
-    CASE(meta(&v, "softmoe.step", "-1"), SMOE_ERROR_BAD_FORMAT, "\"opt.m.", "is missing", "a negative step");
-#undef CASE
+    CASE(file, meta(&v, "softmoe.step", "3"), SMOE_ERROR_BAD_FORMAT, "\"opt.m.", "is missing", "a step without optimizer state");
+    CASE(file, meta(&v, "softmoe.step", "-1"), SMOE_ERROR_BAD_FORMAT, "\"opt.m.", "is missing", "a negative step");
 }
 
 /* Checkpoints: the step and the moments. */
@@ -322,25 +316,45 @@ static void checkpoint_cases(smoe_context *ctx)
     CHECK(smoe_model_save(m, path, 1) == SMOE_OK);
     smoe_model_free(m);
     variant v;
-#define CASE(edit, status, word, word2, what)             \
-    do {                                                  \
-        if (start(&v, path)) {                            \
-            edit;                                         \
-            expect_load(ctx, &v, status, word, word2, what); \
-            finish(&v);                                   \
-        }                                                 \
-    } while (0)
-    CASE((void)0, SMOE_OK, "", NULL, "the checkpoint itself");
-    CASE(meta(&v, "softmoe.step", "abc"), SMOE_ERROR_BAD_FORMAT, "softmoe.step \"abc\" is not a step count", NULL,
+    CASE(path, (void)0, SMOE_OK, "", NULL, "the checkpoint itself");
+    CASE(path, meta(&v, "softmoe.step", "abc"), SMOE_ERROR_BAD_FORMAT, "softmoe.step \"abc\" is not a step count", NULL,
          "a step that is no number");
-    CASE(meta(&v, "softmoe.step", "-1"), SMOE_ERROR_BAD_FORMAT, "softmoe.step \"-1\"", NULL, "a negative step");
-    CASE(meta(&v, "softmoe.step", "99999999999999999999"), SMOE_ERROR_BAD_FORMAT, "is not a step count", NULL,
+    CASE(path, meta(&v, "softmoe.step", "-1"), SMOE_ERROR_BAD_FORMAT, "softmoe.step \"-1\"", NULL, "a negative step");
+    CASE(path, meta(&v, "softmoe.step", "99999999999999999999"), SMOE_ERROR_BAD_FORMAT, "is not a step count", NULL,
          "an absurd step");
-    CASE(meta(&v, "softmoe.step", NULL), SMOE_ERROR_BAD_FORMAT, "optimizer state needs \"softmoe.step\"", NULL,
+    CASE(path, meta(&v, "softmoe.step", NULL), SMOE_ERROR_BAD_FORMAT, "optimizer state needs \"softmoe.step\"", NULL,
          "moments without the step");
-    CASE(drop(&v, "opt.v.head.bias"), SMOE_ERROR_BAD_FORMAT, "\"opt.v.head.bias\" is missing", NULL, "a moment missing");
-    CASE(set_value(&v, "opt.m.pos_embed", 2, NAN), SMOE_ERROR_NOT_FINITE, "\"opt.m.pos_embed\"", NULL, "a NaN moment");
-#undef CASE
+    CASE(path, drop(&v, "opt.v.head.bias"), SMOE_ERROR_BAD_FORMAT, "\"opt.v.head.bias\" is missing", NULL, "a moment missing");
+    CASE(path, set_value(&v, "opt.m.pos_embed", 2, NAN), SMOE_ERROR_NOT_FINITE, "\"opt.m.pos_embed\"", NULL, "a NaN moment");
+    unlink(path);
+}
+
+/* Saving refuses parameters that are not finite and leaves the file as it was. */
+static void save_not_finite(smoe_context *ctx)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/vit_d32_L2_b3.model.safetensors", golden_dir);
+    smoe_model *m = NULL;
+    CHECK(smoe_model_load_file(ctx, path, &m) == SMOE_OK);
+    if (!m) return;
+    snprintf(path, sizeof path, "%s/saved.safetensors", tmpdir);
+    CHECK(smoe_model_save(m, path, 0) == SMOE_OK);
+    size_t before = 0, after = 0;
+    struct stat s;
+    if (stat(path, &s) == 0) before = (size_t)s.st_size;
+    int i = smoe_model_find_param(m, "blocks.1.moe.scale");
+    float inf = INFINITY;
+    smoe_err err;
+    CHECK(i >= 0 && smoe_tensor_upload(&m->params[i].value, 0, &inf, 4, &err) == SMOE_OK);
+    CHECK(smoe_model_save(m, path, 0) == SMOE_ERROR_NOT_FINITE);
+    CHECK_MSG(strstr(smoe_last_error(ctx), "blocks.1.moe.scale[0] is infinite") && strstr(smoe_last_error(ctx), "not saving"),
+              "%s", smoe_last_error(ctx));
+    if (stat(path, &s) == 0) after = (size_t)s.st_size;
+    CHECK_MSG(before && after == before, "the file was changed");
+    smoe_model *back = NULL;
+    CHECK(smoe_model_load_file(ctx, path, &back) == SMOE_OK);
+    smoe_model_free(back);
+    smoe_model_free(m);
     unlink(path);
 }
 
@@ -407,7 +421,7 @@ static void input_cases(smoe_context *ctx)
     CHECK(smoe_model_load_file(ctx, path, &vit) == SMOE_OK);
     if (!layer || !vit) return;
     variant v;
-#define CASE(m, file, edit, status, word, what)            \
+#define INPUT_CASE(m, file, edit, status, word, what)            \
     do {                                                  \
         if (start(&v, file)) {                            \
             edit;                                         \
@@ -416,26 +430,25 @@ static void input_cases(smoe_context *ctx)
         }                                                 \
     } while (0)
     const char *li = "layer_b1_m7_d16_n3_p3_h40.input.safetensors", *vi = "vit_d32_L2_b3.input.safetensors";
-    CASE(layer, li, (void)0, SMOE_OK, "", "the golden layer input");
-    CASE(layer, li, drop(&v, "x"), SMOE_ERROR_BAD_FORMAT, "in.safetensors: tensor \"x\" is missing", "x missing");
-    CASE(layer, li, entry(&v, "x")->shape[2] = 8, SMOE_ERROR_BAD_FORMAT, "expected F32 [b, m, 16]", "x of another d");
-    CASE(layer, li, entry(&v, "dy")->shape[1] = 6, SMOE_ERROR_BAD_FORMAT, "\"dy\"", "dy of another shape");
-    CASE(layer, li, to_f64(&v, "dy"), SMOE_ERROR_BAD_FORMAT, "\"dy\"", "dy as F64");
-    CASE(layer, li, add(&v, "labels", 1, (const int64_t[]){1}), SMOE_ERROR_BAD_FORMAT, "unexpected tensor \"labels\"",
+    INPUT_CASE(layer, li, (void)0, SMOE_OK, "", "the golden layer input");
+    INPUT_CASE(layer, li, drop(&v, "x"), SMOE_ERROR_BAD_FORMAT, "in.safetensors: tensor \"x\" is missing", "x missing");
+    INPUT_CASE(layer, li, entry(&v, "x")->shape[2] = 8, SMOE_ERROR_BAD_FORMAT, "expected F32 [b, m, 16]", "x of another d");
+    INPUT_CASE(layer, li, entry(&v, "dy")->shape[1] = 6, SMOE_ERROR_BAD_FORMAT, "\"dy\"", "dy of another shape");
+    INPUT_CASE(layer, li, to_f64(&v, "dy"), SMOE_ERROR_BAD_FORMAT, "\"dy\"", "dy as F64");
+    INPUT_CASE(layer, li, add(&v, "labels", 1, (const int64_t[]){1}), SMOE_ERROR_BAD_FORMAT, "unexpected tensor \"labels\"",
          "an extra tensor");
-    CASE(layer, li, set_value(&v, "x", 9, NAN), SMOE_ERROR_NOT_FINITE, "\"x\"", "NaN in x");
-    CASE(vit, vi, (void)0, SMOE_OK, "", "the golden ViT input");
-    CASE(vit, vi, drop(&v, "images"), SMOE_ERROR_BAD_FORMAT, "tensor \"images\" is missing", "images missing");
-    CASE(vit, vi, (entry(&v, "images")->shape[0] = 1, entry(&v, "images")->shape[1] = 3), SMOE_ERROR_BAD_FORMAT,
+    INPUT_CASE(layer, li, set_value(&v, "x", 9, NAN), SMOE_ERROR_NOT_FINITE, "\"x\"", "NaN in x");
+    INPUT_CASE(vit, vi, (void)0, SMOE_OK, "", "the golden ViT input");
+    INPUT_CASE(vit, vi, drop(&v, "images"), SMOE_ERROR_BAD_FORMAT, "tensor \"images\" is missing", "images missing");
+    INPUT_CASE(vit, vi, (entry(&v, "images")->shape[0] = 1, entry(&v, "images")->shape[1] = 3), SMOE_ERROR_BAD_FORMAT,
          "expected F32 [1, 1, 8, 8]", "images of three channels");
-    CASE(vit, vi, entry(&v, "labels")->dtype = SMOE_F32, SMOE_ERROR_BAD_FORMAT, "\"labels\" must be I32 [3]",
+    INPUT_CASE(vit, vi, entry(&v, "labels")->dtype = SMOE_F32, SMOE_ERROR_BAD_FORMAT, "\"labels\" must be I32 [3]",
          "labels as F32");
-    CASE(vit, vi, add(&v, "dy", 1, (const int64_t[]){2}), SMOE_ERROR_BAD_FORMAT, "unexpected tensor \"dy\"",
+    INPUT_CASE(vit, vi, add(&v, "dy", 1, (const int64_t[]){2}), SMOE_ERROR_BAD_FORMAT, "unexpected tensor \"dy\"",
          "an extra tensor");
-    CASE(vit, vi, set_value(&v, "images", 100, INFINITY), SMOE_ERROR_NOT_FINITE, "\"images\"", "Inf in images");
-    CASE(vit, vi, ((int32_t *)own(&v, entry(&v, "labels"), 12))[1] = 7, SMOE_ERROR_INVALID_ARGUMENT, "labels[1] is 7",
+    INPUT_CASE(vit, vi, set_value(&v, "images", 100, INFINITY), SMOE_ERROR_NOT_FINITE, "\"images\"", "Inf in images");
+    INPUT_CASE(vit, vi, ((int32_t *)own(&v, entry(&v, "labels"), 12))[1] = 7, SMOE_ERROR_INVALID_ARGUMENT, "labels[1] is 7",
          "a label beyond the classes");
-#undef CASE
     smoe_model_free(layer);
     smoe_model_free(vit);
 }
@@ -529,6 +542,7 @@ int main(int argc, char **argv)
     smoe_context *ctx = test_open("cpu");
     if (ctx) {
         checkpoint_cases(ctx);
+        save_not_finite(ctx);
         input_cases(ctx);
     }
     test_close(ctx);
