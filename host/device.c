@@ -580,6 +580,9 @@ static smoe_status gpu_objects(smoe_gpu *gpu, smoe_err *err)
         return smoe_vk_fail(err, r, "vkCreateCommandPool");
     }
     smoe_status st = smoe_pipeline_cache_create(gpu, err);
+    /* Fault injection for tests (fault.h): counted from here, the device's own setup excluded. */
+    const char *fault = getenv("SOFTMOE_FAULT");
+    if (!st && fault && fault[0]) st = smoe_fault_parse(&gpu->fault, fault, err);
     if (st) {
         smoe_gpu_destroy(gpu);
         return st;
@@ -650,7 +653,7 @@ void smoe_gpu_destroy(smoe_gpu *gpu)
 VkResult smoe_gpu_queue_submit(smoe_gpu *gpu, const VkSubmitInfo *submit, VkFence fence)
 {
     if (gpu->queue_lock) gpu->queue_lock(gpu->queue_lock_user);
-    VkResult r = gpu->vk.vkQueueSubmit(gpu->queue, 1, submit, fence);
+    VkResult r = SMOE_VK(gpu, vkQueueSubmit, (gpu->queue, 1, submit, fence));
     if (gpu->queue_unlock) gpu->queue_unlock(gpu->queue_lock_user);
     return r;
 }
@@ -658,6 +661,17 @@ VkResult smoe_gpu_queue_submit(smoe_gpu *gpu, const VkSubmitInfo *submit, VkFenc
 smoe_status smoe_gpu_check(smoe_gpu *gpu, VkResult r, const char *what, smoe_err *err)
 {
     if (r == VK_SUCCESS) return SMOE_OK;
-    if (r == VK_ERROR_DEVICE_LOST) gpu->lost = 1;
+    if (r == VK_ERROR_DEVICE_LOST && !gpu->lost) {
+        gpu->lost = 1;
+        snprintf(gpu->lost_by, sizeof gpu->lost_by, "%s", what);
+    }
     return smoe_vk_fail(err, r, what);
+}
+
+smoe_status smoe_gpu_alive(const smoe_gpu *gpu, smoe_err *err)
+{
+    if (!gpu->lost) return SMOE_OK;
+    return smoe_fail(err, SMOE_ERROR_DEVICE_LOST,
+                     "the Vulkan device %s was lost (%s reported VK_ERROR_DEVICE_LOST): destroy the context and "
+                     "create a new one", gpu->info.name, gpu->lost_by);
 }

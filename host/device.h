@@ -3,6 +3,7 @@
 #ifndef SMOE_DEVICE_H
 #define SMOE_DEVICE_H
 
+#include "fault.h"
 #include "vk.h"
 
 /* Known driver behaviours that change how kernels are chosen; see quirks table in device.c. */
@@ -51,6 +52,7 @@ typedef struct smoe_gpu {
     VkPipelineCache pipeline_cache;
     struct smoe_pipeline_cache *pipelines; /* pipeline.c */
     int lost;                              /* set once VK_ERROR_DEVICE_LOST was seen */
+    char lost_by[64];                      /* the call that reported it */
     int owns_device;                       /* 0: the application's device (smoe_gpu_adopt) */
     void (*queue_lock)(void *user);        /* the application's queue lock, or NULL */
     void (*queue_unlock)(void *user);
@@ -59,6 +61,11 @@ typedef struct smoe_gpu {
     struct smoe_buffer *staging;
     VkCommandBuffer transfer_cb;
     VkFence transfer_fence;
+    int transfer_pending;                  /* a staged copy was submitted and not yet waited for */
+    /* Live VkDeviceMemory of this gpu (memory.c): allocations and their bytes. */
+    uint32_t memory_count;
+    uint64_t memory_bytes;
+    smoe_fault fault;                      /* fault injection (fault.h), armed by SOFTMOE_FAULT */
 } smoe_gpu;
 
 smoe_status smoe_gpu_create(smoe_gpu *gpu, const smoe_vk_instance *vi, uint32_t index, smoe_err *err);
@@ -77,6 +84,9 @@ int smoe_gpu_memory_type(const smoe_gpu *gpu, uint32_t bits, VkMemoryPropertyFla
 
 /* Checks a VkResult from gpu work: records device loss, formats the message. */
 smoe_status smoe_gpu_check(smoe_gpu *gpu, VkResult r, const char *what, smoe_err *err);
+/* SMOE_ERROR_DEVICE_LOST with a message once the device was lost, else SMOE_OK: the check that
+ * makes every later use of a lost device fail at once instead of touching it. */
+smoe_status smoe_gpu_alive(const smoe_gpu *gpu, smoe_err *err);
 
 /* Quirks that apply to a device, and a sentence listing them (for the log). */
 uint32_t smoe_device_quirks(const smoe_device_info *info, char *why, size_t why_size);

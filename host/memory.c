@@ -20,6 +20,8 @@ smoe_status smoe_buffer_create(smoe_gpu *gpu, VkDeviceSize size, smoe_mem_usage 
                                smoe_err *err)
 {
     memset(out, 0, sizeof *out);
+    smoe_status st = smoe_gpu_alive(gpu, err);
+    if (st) return st;
     if (size == 0) size = 4; /* Vulkan forbids empty buffers; 0-byte tensors bind a tiny one */
     if (size > gpu->info.max_allocation_size)
         return smoe_fail(err, SMOE_ERROR_TOO_LARGE, "a buffer of %llu bytes exceeds the device's maximum allocation (%llu bytes)",
@@ -31,7 +33,7 @@ smoe_status smoe_buffer_create(smoe_gpu *gpu, VkDeviceSize size, smoe_mem_usage 
                  VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT,
         .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
     };
-    VkResult r = gpu->vk.vkCreateBuffer(gpu->device, &bci, NULL, &out->buffer);
+    VkResult r = SMOE_VK(gpu, vkCreateBuffer, (gpu->device, &bci, NULL, &out->buffer));
     if (r != VK_SUCCESS) {
         out->buffer = VK_NULL_HANDLE;
         return smoe_gpu_check(gpu, r, "vkCreateBuffer", err);
@@ -67,7 +69,7 @@ smoe_status smoe_buffer_create(smoe_gpu *gpu, VkDeviceSize size, smoe_mem_usage 
         .allocationSize = req.size,
         .memoryTypeIndex = (uint32_t)type,
     };
-    r = gpu->vk.vkAllocateMemory(gpu->device, &mai, NULL, &out->memory);
+    r = SMOE_VK(gpu, vkAllocateMemory, (gpu->device, &mai, NULL, &out->memory));
     if (r != VK_SUCCESS) {
         out->memory = VK_NULL_HANDLE;
         smoe_buffer_destroy(gpu, out);
@@ -78,20 +80,40 @@ smoe_status smoe_buffer_create(smoe_gpu *gpu, VkDeviceSize size, smoe_mem_usage 
                                                                         : SMOE_ERROR_VULKAN,
                                 "allocating %llu bytes", (unsigned long long)req.size);
     }
-    r = gpu->vk.vkBindBufferMemory(gpu->device, out->buffer, out->memory, 0);
-    if (r == VK_SUCCESS && map) r = gpu->vk.vkMapMemory(gpu->device, out->memory, 0, VK_WHOLE_SIZE, 0, &out->mapped);
+    out->allocated = req.size;
+    gpu->memory_count++;
+    gpu->memory_bytes += req.size;
+    const char *what = "vkBindBufferMemory";
+    r = SMOE_VK(gpu, vkBindBufferMemory, (gpu->device, out->buffer, out->memory, 0));
+    if (r == VK_SUCCESS && map) {
+        what = "vkMapMemory";
+        r = SMOE_VK(gpu, vkMapMemory, (gpu->device, out->memory, 0, VK_WHOLE_SIZE, 0, &out->mapped));
+    }
     if (r != VK_SUCCESS) {
+        out->mapped = NULL;
         smoe_buffer_destroy(gpu, out);
-        return smoe_gpu_check(gpu, r, map ? "vkMapMemory" : "vkBindBufferMemory", err);
+        return smoe_gpu_check(gpu, r, what, err);
     }
     out->size = size;
     return SMOE_OK;
 }
 
+/* A staged copy whose wait failed may still run; before any memory goes, it must have ended. */
+static void transfer_end(smoe_gpu *gpu)
+{
+    if (gpu->transfer_pending) gpu->vk.vkWaitForFences(gpu->device, 1, &gpu->transfer_fence, VK_TRUE, UINT64_MAX);
+    gpu->transfer_pending = 0;
+}
+
 void smoe_buffer_destroy(smoe_gpu *gpu, smoe_buffer *b)
 {
+    transfer_end(gpu);
     if (b->buffer) gpu->vk.vkDestroyBuffer(gpu->device, b->buffer, NULL);
-    if (b->memory) gpu->vk.vkFreeMemory(gpu->device, b->memory, NULL); /* unmaps implicitly */
+    if (b->memory) {
+        gpu->vk.vkFreeMemory(gpu->device, b->memory, NULL); /* unmaps implicitly */
+        gpu->memory_count--;
+        gpu->memory_bytes -= b->allocated;
+    }
     memset(b, 0, sizeof *b);
 }
 
@@ -155,6 +177,15 @@ smoe_status smoe_arena_commit(smoe_arena *a, smoe_err *err)
         a->committed = 1;
         return SMOE_OK;
     }
+    /* Refused before anything is allocated when it cannot fit: some drivers (CPU ones) would
+     * otherwise hand out the memory of the whole machine, others fail only part-way. */
+    uint64_t total = smoe_arena_bytes(a), heap = a->gpu->info.device_local_memory;
+    if (heap && (total > heap || a->gpu->memory_bytes > heap - total))
+        return smoe_fail(err, SMOE_ERROR_OUT_OF_DEVICE_MEMORY,
+                         "arena \"%s\" needs %llu bytes of device memory and softmoe already holds %llu, but %s has "
+                         "%llu bytes of device-local memory",
+                         a->name, (unsigned long long)total, (unsigned long long)a->gpu->memory_bytes, a->gpu->info.name,
+                         (unsigned long long)heap);
     a->chunks = calloc(a->chunk_count ? a->chunk_count : 1, sizeof *a->chunks);
     if (!a->chunks) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory committing arena \"%s\"", a->name);
     for (uint32_t i = 0; i < a->chunk_count; i++) {
@@ -219,12 +250,19 @@ static smoe_status staging_ready(smoe_gpu *gpu, smoe_err *err)
             .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
             .commandBufferCount = 1,
         };
-        r = gpu->vk.vkAllocateCommandBuffers(gpu->device, &ai, &gpu->transfer_cb);
-        if (r == VK_SUCCESS) {
-            VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-            r = gpu->vk.vkCreateFence(gpu->device, &fci, NULL, &gpu->transfer_fence);
+        r = SMOE_VK(gpu, vkAllocateCommandBuffers, (gpu->device, &ai, &gpu->transfer_cb));
+        if (r != VK_SUCCESS) {
+            gpu->transfer_cb = VK_NULL_HANDLE;
+            st = smoe_gpu_check(gpu, r, "vkAllocateCommandBuffers (staging)", err);
         }
-        if (r != VK_SUCCESS) st = smoe_gpu_check(gpu, r, "creating the staging command buffer", err);
+    }
+    if (!st) {
+        VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+        r = SMOE_VK(gpu, vkCreateFence, (gpu->device, &fci, NULL, &gpu->transfer_fence));
+        if (r != VK_SUCCESS) {
+            gpu->transfer_fence = VK_NULL_HANDLE;
+            st = smoe_gpu_check(gpu, r, "vkCreateFence (staging)", err);
+        }
     }
     if (st) smoe_staging_destroy(gpu);
     return st;
@@ -232,6 +270,7 @@ static smoe_status staging_ready(smoe_gpu *gpu, smoe_err *err)
 
 void smoe_staging_destroy(smoe_gpu *gpu)
 {
+    transfer_end(gpu);
     if (gpu->transfer_fence) gpu->vk.vkDestroyFence(gpu->device, gpu->transfer_fence, NULL);
     if (gpu->transfer_cb) gpu->vk.vkFreeCommandBuffers(gpu->device, gpu->cmd_pool, 1, &gpu->transfer_cb);
     if (gpu->staging) {
@@ -243,7 +282,18 @@ void smoe_staging_destroy(smoe_gpu *gpu)
     gpu->transfer_fence = VK_NULL_HANDLE;
 }
 
-/* One fenced copy between the staging buffer and a tensor. */
+/* Waits for the submitted staged copy, if any. After a failed wait the copy stays pending: it is
+ * waited for again before the next copy reuses the command buffer, or when staging is freed. */
+static smoe_status transfer_wait(smoe_gpu *gpu, smoe_err *err)
+{
+    if (!gpu->transfer_pending) return SMOE_OK;
+    VkResult r = SMOE_VK(gpu, vkWaitForFences, (gpu->device, 1, &gpu->transfer_fence, VK_TRUE, UINT64_MAX));
+    if (r != VK_SUCCESS) return smoe_gpu_check(gpu, r, "vkWaitForFences (staged copy)", err);
+    gpu->transfer_pending = 0;
+    return SMOE_OK;
+}
+
+/* One fenced copy between the staging buffer and a tensor; the previous one has been waited for. */
 static smoe_status staged_copy(smoe_gpu *gpu, VkBuffer dst_or_src, uint64_t offset, uint64_t bytes, int upload,
                                smoe_err *err)
 {
@@ -251,7 +301,7 @@ static smoe_status staged_copy(smoe_gpu *gpu, VkBuffer dst_or_src, uint64_t offs
         .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
         .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
     };
-    VkResult r = gpu->vk.vkBeginCommandBuffer(gpu->transfer_cb, &bi);
+    VkResult r = SMOE_VK(gpu, vkBeginCommandBuffer, (gpu->transfer_cb, &bi));
     if (r != VK_SUCCESS) return smoe_gpu_check(gpu, r, "vkBeginCommandBuffer", err);
     /* Order against earlier compute work on the queue, and make the copy visible to later work. */
     VkMemoryBarrier before = {
@@ -272,18 +322,23 @@ static smoe_status staged_copy(smoe_gpu *gpu, VkBuffer dst_or_src, uint64_t offs
     gpu->vk.vkCmdPipelineBarrier(gpu->transfer_cb, VK_PIPELINE_STAGE_TRANSFER_BIT,
                                  upload ? VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT : VK_PIPELINE_STAGE_HOST_BIT, 0, 1,
                                  &after, 0, NULL, 0, NULL);
-    r = gpu->vk.vkEndCommandBuffer(gpu->transfer_cb);
-    if (r != VK_SUCCESS) return smoe_gpu_check(gpu, r, "vkEndCommandBuffer", err);
+    r = SMOE_VK(gpu, vkEndCommandBuffer, (gpu->transfer_cb));
+    if (r != VK_SUCCESS) {
+        /* Out of the recording state, so that the next copy may begin it again. */
+        gpu->vk.vkResetCommandBuffer(gpu->transfer_cb, 0);
+        return smoe_gpu_check(gpu, r, "vkEndCommandBuffer (staged copy)", err);
+    }
     VkSubmitInfo si = {
         .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
         .commandBufferCount = 1,
         .pCommandBuffers = &gpu->transfer_cb,
     };
-    r = gpu->vk.vkResetFences(gpu->device, 1, &gpu->transfer_fence);
-    if (r == VK_SUCCESS) r = smoe_gpu_queue_submit(gpu, &si, gpu->transfer_fence);
-    if (r == VK_SUCCESS) r = gpu->vk.vkWaitForFences(gpu->device, 1, &gpu->transfer_fence, VK_TRUE, UINT64_MAX);
-    if (r != VK_SUCCESS) return smoe_gpu_check(gpu, r, "staged copy", err);
-    return SMOE_OK;
+    r = SMOE_VK(gpu, vkResetFences, (gpu->device, 1, &gpu->transfer_fence));
+    if (r != VK_SUCCESS) return smoe_gpu_check(gpu, r, "vkResetFences (staged copy)", err);
+    r = smoe_gpu_queue_submit(gpu, &si, gpu->transfer_fence);
+    if (r != VK_SUCCESS) return smoe_gpu_check(gpu, r, "vkQueueSubmit (staged copy)", err);
+    gpu->transfer_pending = 1;
+    return transfer_wait(gpu, err);
 }
 
 static smoe_status check_range(const smoe_tensor *t, uint64_t offset, uint64_t bytes, const void *p, smoe_err *err)
@@ -310,7 +365,8 @@ static smoe_status tensor_copy(const smoe_tensor *t, uint64_t offset, void *host
         return SMOE_OK;
     }
     smoe_gpu *gpu = a->gpu;
-    if (gpu->lost) return smoe_fail(err, SMOE_ERROR_DEVICE_LOST, "the Vulkan device was lost");
+    st = smoe_gpu_alive(gpu, err);
+    if (st) return st;
     smoe_buffer *chunk = &a->chunks[t->chunk].buf;
     if (chunk->mapped) {
         /* Coherent memory: host writes are visible at the next submit, device writes after the
@@ -324,6 +380,8 @@ static smoe_status tensor_copy(const smoe_tensor *t, uint64_t offset, void *host
     if (st) return st;
     for (uint64_t done = 0; done < bytes;) {
         uint64_t n = bytes - done < STAGING_MAX ? bytes - done : STAGING_MAX;
+        st = transfer_wait(gpu, err); /* a copy left pending may still use the staging buffer */
+        if (st) return st;
         if (upload) memcpy(gpu->staging->mapped, (char *)host + done, n);
         st = staged_copy(gpu, chunk->buffer, t->offset + offset + done, n, upload, err);
         if (st) return st;

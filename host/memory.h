@@ -15,6 +15,7 @@ typedef struct smoe_buffer {
     VkBuffer buffer;
     VkDeviceMemory memory;
     VkDeviceSize size;
+    VkDeviceSize allocated; /* bytes of memory (counted in the gpu's memory_bytes) */
     void *mapped; /* non-NULL when the host may read and write it directly */
 } smoe_buffer;
 

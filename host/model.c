@@ -52,7 +52,8 @@ smoe_status smoe_model_commit_params(smoe_model *m, smoe_err *err)
 {
     smoe_status st = SMOE_OK;
     for (int i = 0; i < m->param_count && !st; i++)
-        st = smoe_arena_reserve(&m->param_arena, m->params[i].count * 4, &m->params[i].value, err);
+        if ((st = smoe_arena_reserve(&m->param_arena, m->params[i].count * 4, &m->params[i].value, err)))
+            smoe_fail_prefix(err, st, "parameter \"%s\"", m->params[i].name);
     if (!st) st = smoe_arena_commit(&m->param_arena, err);
     return st;
 }
@@ -69,30 +70,43 @@ smoe_status smoe_model_ensure_grads(smoe_model *m, smoe_err *err)
     return st;
 }
 
-smoe_status smoe_model_read_params(smoe_model *m, const smoe_st_file *f, const char *allow_prefix, smoe_err *err)
+static const char *const optimizer_prefix[2] = {"opt.m.", "opt.v."};
+
+smoe_status smoe_model_check_file(const smoe_model *m, const smoe_st_file *f, int optimizer, smoe_err *err)
 {
-    const smoe_st_tensor **src = calloc(m->param_count ? m->param_count : 1, sizeof *src);
-    if (!src) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     smoe_status st = SMOE_OK;
     for (int i = 0; i < m->param_count && !st; i++) {
-        smoe_param *p = &m->params[i];
+        const smoe_param *p = &m->params[i];
         /* a scalar (ndim 0) may be stored as [] or [1]; smoe_st_expect_f32 accepts both */
-        st = smoe_st_expect_f32(f, p->name, p->ndim, p->shape, &src[i], err);
+        st = smoe_st_expect_f32(f, p->name, p->ndim, p->shape, NULL, err);
+        for (int k = 0; k < 2 && optimizer && !st; k++) {
+            char name[128];
+            snprintf(name, sizeof name, "%s%s", optimizer_prefix[k], p->name);
+            st = smoe_st_expect_f32(f, name, p->ndim, p->shape, NULL, err);
+        }
     }
     for (int i = 0; i < f->count && !st; i++) {
         const char *name = f->tensors[i].name;
-        if (smoe_model_find_param(m, name) < 0 && !(allow_prefix && !strncmp(name, allow_prefix, strlen(allow_prefix))))
-            st = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "unexpected tensor \"%s\" in the model file", name);
+        int known = smoe_model_find_param(m, name) >= 0, moment = 0;
+        for (int k = 0; k < 2 && !known; k++)
+            if (!strncmp(name, optimizer_prefix[k], 6) && smoe_model_find_param(m, name + 6) >= 0) known = moment = optimizer;
+        if (!known)
+            st = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "unexpected tensor \"%s\" in the model file%s", name,
+                           !moment && !strncmp(name, "opt.", 4) && !optimizer ? " (optimizer state needs \"softmoe.step\")" : "");
     }
+    return st;
+}
+
+smoe_status smoe_model_read_params(smoe_model *m, const smoe_st_file *f, smoe_err *err)
+{
     size_t most = smoe_model_largest_param(m);
-    float *tmp = st ? NULL : malloc(most * 4);
-    if (!st && !tmp) st = smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    float *tmp = malloc(most * 4);
+    smoe_status st = tmp ? SMOE_OK : smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     for (int i = 0; i < m->param_count && !st; i++) {
-        st = smoe_st_copy_f32(src[i], tmp, err);
+        st = smoe_st_copy_f32(smoe_st_find(f, m->params[i].name), tmp, err);
         if (!st) st = smoe_tensor_upload(&m->params[i].value, 0, tmp, m->params[i].count * 4, err);
     }
     free(tmp);
-    free(src);
     return st;
 }
 
@@ -121,7 +135,9 @@ static smoe_status copy_out(smoe_model *m, int i, float *out, int grad)
     if (!t->arena || !t->arena->committed)
         return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT, "no gradients yet: run a backward pass first");
     smoe_err err = {{0}};
-    return smoe_ctx_error(m->ctx, smoe_tensor_download(t, 0, out, t->bytes, &err), &err);
+    smoe_status st = smoe_model_settle(m, &err);
+    if (!st) st = smoe_tensor_download(t, 0, out, t->bytes, &err);
+    return smoe_ctx_error(m->ctx, st, &err);
 }
 
 smoe_status smoe_model_get_param(smoe_model *m, int i, float *out) { return copy_out(m, i, out, 0); }
@@ -218,8 +234,9 @@ static smoe_status load_layer(smoe_model *m, const smoe_st_file *f, smoe_err *er
     smoe_arena_init(&m->layer->work, smoe_ctx_gpu(m->ctx), "activations");
     smoe_status st = layer_dims_from_file(f, &m->layer->dims, err);
     if (!st) st = smoe_layer_add_params(m, &m->layer->dims, "", err);
+    if (!st) st = smoe_model_check_file(m, f, 0, err);
     if (!st) st = smoe_model_commit_params(m, err);
-    if (!st) st = smoe_model_read_params(m, f, NULL, err);
+    if (!st) st = smoe_model_read_params(m, f, err);
     return st;
 }
 
@@ -424,6 +441,14 @@ static smoe_status execute(smoe_model *md, int backward, smoe_err *err)
     return smoe_program_run(p, err);
 }
 
+smoe_status smoe_model_settle(smoe_model *m, smoe_err *err)
+{
+    if (m->kind == SMOE_MODEL_VIT) return smoe_vit_settle(m, err);
+    smoe_status st = smoe_program_wait(&m->layer->forward, err);
+    if (!st) st = smoe_program_wait(&m->layer->forward_backward, err);
+    return st;
+}
+
 smoe_status smoe_check_finite(const float *v, size_t n, const char *name, smoe_err *err)
 {
     for (size_t i = 0; i < n; i++)
@@ -448,6 +473,7 @@ static smoe_status run_layer(smoe_model *md, int b, int m, const float *x, const
     smoe_status st = backward ? smoe_model_check_all_experts(md, &err) : SMOE_OK;
     if (!st) st = smoe_check_finite(x, io, "x", &err);
     if (!st && backward) st = smoe_check_finite(dy, io, "dy", &err);
+    if (!st) st = smoe_model_settle(md, &err);
     if (!st) st = ensure_shape(md, b, m, backward, &err);
     if (st) return smoe_ctx_error(ctx, st, &err);
     smoe_layer_tensors *t = &lm->t;

@@ -41,14 +41,22 @@ int smoe_model_find_param(const smoe_model *m, const char *name);
 size_t smoe_model_largest_param(const smoe_model *m);
 /* Reserves and commits the parameter arena for the table. */
 smoe_status smoe_model_commit_params(smoe_model *m, smoe_err *err);
-/* Reads every parameter of the table from f (F32, exact shapes, finite), refusing extra tensors
- * except those starting with allow_prefix (may be NULL). */
-smoe_status smoe_model_read_params(smoe_model *m, const smoe_st_file *f, const char *allow_prefix, smoe_err *err);
+/* Checks f against the table before anything is allocated for it: every parameter present as F32
+ * of its exact shape (and, with optimizer, its AdamW moments opt.m.<name> and opt.v.<name>), and
+ * no other tensor. What is then allocated is no larger than the file. */
+smoe_status smoe_model_check_file(const smoe_model *m, const smoe_st_file *f, int optimizer, smoe_err *err);
+/* Reads every parameter of the table from f (checked by smoe_model_check_file; finite). */
+smoe_status smoe_model_read_params(smoe_model *m, const smoe_st_file *f, smoe_err *err);
 
 /* A model of kind with nothing in it yet; smoe_model_finish registers it with the context, or
  * frees it when st is a failure, and returns st. */
 smoe_status smoe_model_new(smoe_context *ctx, smoe_model_kind kind, smoe_model **out, smoe_err *err);
 smoe_status smoe_model_finish(smoe_model *m, smoe_status st, smoe_model **out, smoe_err *err);
+
+/* Waits for the model's work that a failed fence wait left submitted: until it has ended, reading
+ * or writing the model's memory would race with it. At once SMOE_OK when there is none. Every
+ * call that touches a model's memory settles it first. */
+smoe_status smoe_model_settle(smoe_model *m, smoe_err *err);
 
 /* Fails with SMOE_ERROR_NOT_FINITE naming name[i] at the first NaN or Inf. */
 smoe_status smoe_check_finite(const float *v, size_t n, const char *name, smoe_err *err);
@@ -75,5 +83,6 @@ smoe_status smoe_model_keep_state(smoe_model *m, const smoe_tensor *state, smoe_
 void smoe_vit_metadata(const smoe_model *m, char *json, size_t size);
 smoe_status smoe_vit_load(smoe_model *m, const smoe_st_file *f, smoe_err *err);
 void smoe_vit_destroy(struct smoe_vit *v);
+smoe_status smoe_vit_settle(smoe_model *m, smoe_err *err);
 
 #endif

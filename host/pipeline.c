@@ -69,7 +69,7 @@ static smoe_status create(smoe_gpu *gpu, smoe_pipeline *p, smoe_err *err)
             .codeSize = p->shader->size,
             .pCode = p->shader->code,
         };
-        r = gpu->vk.vkCreateShaderModule(gpu->device, &mci, NULL, &c->modules[si]);
+        r = SMOE_VK(gpu, vkCreateShaderModule, (gpu->device, &mci, NULL, &c->modules[si]));
         if (r != VK_SUCCESS) {
             c->modules[si] = VK_NULL_HANDLE;
             return smoe_gpu_check(gpu, r, "vkCreateShaderModule", err);
@@ -88,7 +88,8 @@ static smoe_status create(smoe_gpu *gpu, smoe_pipeline *p, smoe_err *err)
         .bindingCount = p->bindings,
         .pBindings = b,
     };
-    r = gpu->vk.vkCreateDescriptorSetLayout(gpu->device, &dci, NULL, &p->set_layout);
+    r = SMOE_VK(gpu, vkCreateDescriptorSetLayout, (gpu->device, &dci, NULL, &p->set_layout));
+    if (r != VK_SUCCESS) p->set_layout = VK_NULL_HANDLE;
     if (r != VK_SUCCESS) return smoe_gpu_check(gpu, r, "vkCreateDescriptorSetLayout", err);
     VkPushConstantRange pr = {.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .offset = 0, .size = p->push_size};
     VkPipelineLayoutCreateInfo lci = {
@@ -98,7 +99,8 @@ static smoe_status create(smoe_gpu *gpu, smoe_pipeline *p, smoe_err *err)
         .pushConstantRangeCount = p->push_size ? 1 : 0,
         .pPushConstantRanges = &pr,
     };
-    r = gpu->vk.vkCreatePipelineLayout(gpu->device, &lci, NULL, &p->layout);
+    r = SMOE_VK(gpu, vkCreatePipelineLayout, (gpu->device, &lci, NULL, &p->layout));
+    if (r != VK_SUCCESS) p->layout = VK_NULL_HANDLE;
     if (r != VK_SUCCESS) return smoe_gpu_check(gpu, r, "vkCreatePipelineLayout", err);
     VkSpecializationMapEntry entries[SMOE_MAX_SPEC];
     for (uint32_t i = 0; i < p->spec_count; i++)
@@ -121,7 +123,7 @@ static smoe_status create(smoe_gpu *gpu, smoe_pipeline *p, smoe_err *err)
             },
         .layout = p->layout,
     };
-    r = gpu->vk.vkCreateComputePipelines(gpu->device, gpu->pipeline_cache, 1, &pci, NULL, &p->pipeline);
+    r = SMOE_VK(gpu, vkCreateComputePipelines, (gpu->device, gpu->pipeline_cache, 1, &pci, NULL, &p->pipeline));
     if (r != VK_SUCCESS) {
         p->pipeline = VK_NULL_HANDLE;
         return smoe_gpu_check(gpu, r, "vkCreateComputePipelines", err);
@@ -158,6 +160,8 @@ smoe_status smoe_pipeline_get(smoe_gpu *gpu, const char *shader, uint32_t bindin
         c->items = items;
         c->cap = cap;
     }
+    smoe_status st = smoe_gpu_alive(gpu, err);
+    if (st) return st;
     smoe_pipeline *p = calloc(1, sizeof *p);
     if (!p) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory creating a pipeline");
     p->shader = blob;
@@ -165,7 +169,7 @@ smoe_status smoe_pipeline_get(smoe_gpu *gpu, const char *shader, uint32_t bindin
     p->push_size = push_size;
     p->spec_count = spec_count;
     memcpy(p->spec, spec, 4 * spec_count);
-    smoe_status st = create(gpu, p, err);
+    st = create(gpu, p, err);
     if (st) {
         pipeline_free(gpu, p);
         return smoe_fail_prefix(err, st, "pipeline \"%s\"", shader);

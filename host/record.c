@@ -18,7 +18,7 @@ static smoe_status new_pool(smoe_program *p, smoe_err *err)
         .poolSizeCount = 1,
         .pPoolSizes = &size,
     };
-    VkResult r = p->gpu->vk.vkCreateDescriptorPool(p->gpu->device, &ci, NULL, &p->pools[p->pool_count]);
+    VkResult r = SMOE_VK(p->gpu, vkCreateDescriptorPool, (p->gpu->device, &ci, NULL, &p->pools[p->pool_count]));
     if (r != VK_SUCCESS) return smoe_gpu_check(p->gpu, r, "vkCreateDescriptorPool", err);
     p->pool_count++;
     return SMOE_OK;
@@ -34,7 +34,7 @@ static smoe_status alloc_set(smoe_program *p, VkDescriptorSetLayout layout, VkDe
                 .descriptorSetCount = 1,
                 .pSetLayouts = &layout,
             };
-            VkResult r = p->gpu->vk.vkAllocateDescriptorSets(p->gpu->device, &ai, set);
+            VkResult r = SMOE_VK(p->gpu, vkAllocateDescriptorSets, (p->gpu->device, &ai, set));
             if (r == VK_SUCCESS) return SMOE_OK;
             if (r != VK_ERROR_OUT_OF_POOL_MEMORY && r != VK_ERROR_FRAGMENTED_POOL)
                 return smoe_gpu_check(p->gpu, r, "vkAllocateDescriptorSets", err);
@@ -49,27 +49,28 @@ smoe_status smoe_program_begin(smoe_gpu *gpu, smoe_program *p, smoe_err *err)
 {
     memset(p, 0, sizeof *p);
     p->gpu = gpu;
-    if (gpu->lost) return smoe_fail(err, SMOE_ERROR_DEVICE_LOST, "the Vulkan device was lost");
+    smoe_status st = smoe_gpu_alive(gpu, err);
+    if (st) return st;
     VkCommandBufferAllocateInfo ai = {
         .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
         .commandPool = gpu->cmd_pool,
         .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
         .commandBufferCount = 1,
     };
-    VkResult r = gpu->vk.vkAllocateCommandBuffers(gpu->device, &ai, &p->cb);
+    VkResult r = SMOE_VK(gpu, vkAllocateCommandBuffers, (gpu->device, &ai, &p->cb));
     if (r != VK_SUCCESS) {
         p->cb = VK_NULL_HANDLE;
         return smoe_gpu_check(gpu, r, "vkAllocateCommandBuffers", err);
     }
     VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-    r = gpu->vk.vkCreateFence(gpu->device, &fci, NULL, &p->fence);
+    r = SMOE_VK(gpu, vkCreateFence, (gpu->device, &fci, NULL, &p->fence));
     if (r != VK_SUCCESS) {
         p->fence = VK_NULL_HANDLE;
         smoe_program_destroy(p);
         return smoe_gpu_check(gpu, r, "vkCreateFence", err);
     }
     VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
-    r = gpu->vk.vkBeginCommandBuffer(p->cb, &bi);
+    r = SMOE_VK(gpu, vkBeginCommandBuffer, (p->cb, &bi));
     if (r != VK_SUCCESS) {
         smoe_program_destroy(p);
         return smoe_gpu_check(gpu, r, "vkBeginCommandBuffer", err);
@@ -210,7 +211,7 @@ smoe_status smoe_program_end(smoe_program *p, smoe_err *err)
     p->gpu->vk.vkCmdPipelineBarrier(p->cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
                                     VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &mb, 0, NULL, 0,
                                     NULL);
-    VkResult r = p->gpu->vk.vkEndCommandBuffer(p->cb);
+    VkResult r = SMOE_VK(p->gpu, vkEndCommandBuffer, (p->cb));
     p->recording = 0;
     free(p->pending);
     p->pending = NULL;
@@ -222,14 +223,13 @@ smoe_status smoe_program_end(smoe_program *p, smoe_err *err)
 smoe_status smoe_program_submit(smoe_program *p, smoe_err *err)
 {
     if (p->recording || !p->cb) return smoe_fail(err, SMOE_ERROR_INTERNAL, "submit of a program that is not recorded");
-    if (p->gpu->lost) return smoe_fail(err, SMOE_ERROR_DEVICE_LOST, "the Vulkan device was lost");
-    if (p->submitted) {
-        smoe_status st = smoe_program_wait(p, err);
-        if (st) return st;
-    }
-    VkResult r = p->gpu->vk.vkResetFences(p->gpu->device, 1, &p->fence);
+    smoe_status st = smoe_gpu_alive(p->gpu, err);
+    if (!st && p->submitted) st = smoe_program_wait(p, err);
+    if (st) return st;
+    VkResult r = SMOE_VK(p->gpu, vkResetFences, (p->gpu->device, 1, &p->fence));
+    if (r != VK_SUCCESS) return smoe_gpu_check(p->gpu, r, "vkResetFences", err);
     VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &p->cb};
-    if (r == VK_SUCCESS) r = smoe_gpu_queue_submit(p->gpu, &si, p->fence);
+    r = smoe_gpu_queue_submit(p->gpu, &si, p->fence);
     if (r != VK_SUCCESS) return smoe_gpu_check(p->gpu, r, "vkQueueSubmit", err);
     p->submitted = 1;
     return SMOE_OK;
@@ -238,19 +238,23 @@ smoe_status smoe_program_submit(smoe_program *p, smoe_err *err)
 smoe_status smoe_program_wait(smoe_program *p, smoe_err *err)
 {
     if (!p->submitted) return SMOE_OK;
-    VkResult r = p->gpu->vk.vkWaitForFences(p->gpu->device, 1, &p->fence, VK_TRUE, UINT64_MAX);
-    p->submitted = 0;
+    smoe_status st = smoe_gpu_alive(p->gpu, err); /* a lost device has nothing left to wait for */
+    if (st) return st;
+    /* After a failed wait the work may still run: it stays submitted, to be waited for again by
+     * the next submit or by smoe_program_destroy before anything it uses is freed. */
+    VkResult r = SMOE_VK(p->gpu, vkWaitForFences, (p->gpu->device, 1, &p->fence, VK_TRUE, UINT64_MAX));
     if (r != VK_SUCCESS) return smoe_gpu_check(p->gpu, r, "vkWaitForFences", err);
+    p->submitted = 0;
     return SMOE_OK;
 }
 
 smoe_status smoe_program_poll(smoe_program *p, smoe_err *err)
 {
     if (!p->submitted) return SMOE_OK;
-    VkResult r = p->gpu->vk.vkGetFenceStatus(p->gpu->device, p->fence);
+    VkResult r = SMOE_VK(p->gpu, vkGetFenceStatus, (p->gpu->device, p->fence));
     if (r == VK_NOT_READY) return SMOE_NOT_READY;
+    if (r != VK_SUCCESS) return smoe_gpu_check(p->gpu, r, "vkGetFenceStatus", err); /* stays submitted, as in wait */
     p->submitted = 0;
-    if (r != VK_SUCCESS) return smoe_gpu_check(p->gpu, r, "vkGetFenceStatus", err);
     return SMOE_OK;
 }
 

@@ -7,6 +7,14 @@
  *    an smoe_context. Different contexts may be used from different threads at the same time;
  *    one context must not be used from two threads at once unless a call says otherwise.
  *  - Tensors are float32, row-major, in host memory owned by the caller unless stated.
+ *  - A failing call changes nothing: no model is kept half-loaded, no file is written, the
+ *    parameters are as before (smoe_vit_train_step states its one exception); the output arrays
+ *    it was to fill hold nothing usable (mostly they are untouched). After
+ *    SMOE_ERROR_OUT_OF_DEVICE_MEMORY or SMOE_ERROR_OUT_OF_HOST_MEMORY the call may be made again.
+ *    After SMOE_ERROR_DEVICE_LOST the context is dead: every later call that uses its device
+ *    fails at once with SMOE_ERROR_DEVICE_LOST (none waits or touches the device), its models
+ *    must be loaded again on a new context, and smoe_model_free and smoe_context_destroy still
+ *    work (and are still needed).
  *
  * Threads. Each declaration below says which of these rules applies to it:
  *  - "Threads: any." The call may be made from any thread at any time, concurrently with
@@ -52,7 +60,7 @@ typedef enum smoe_status {
     SMOE_ERROR_NO_DEVICE = 4,        /* the asked-for device does not exist or Vulkan is absent */
     SMOE_ERROR_UNSUPPORTED = 5,      /* the device lacks a feature or limit the work needs */
     SMOE_ERROR_TOO_LARGE = 6,        /* a buffer exceeds what the device can allocate or bind */
-    SMOE_ERROR_DEVICE_LOST = 7,      /* the context must be destroyed; nothing else is valid */
+    SMOE_ERROR_DEVICE_LOST = 7,      /* the context must be destroyed; nothing else is valid (see above) */
     SMOE_ERROR_VULKAN = 8,           /* any other Vulkan failure; the message names the call */
     SMOE_ERROR_IO = 9,               /* a file could not be opened, read or written */
     SMOE_ERROR_BAD_FORMAT = 10,      /* a file or tensor does not match the specification */
@@ -464,13 +472,19 @@ SMOE_API float smoe_train_lr(const smoe_train_config *cfg, long step);
  * by the model (smoe_model_train_step_count). logits may be NULL. The sparse routers add
  * N(0, 1/n^2) noise to their logits, drawn from (step, block, token, expert) alike on every
  * device, so a run is reproducible and resumes exactly; for Tokens Choice *loss includes the
- * importance and load losses (0.005 each, summed over the MoE blocks). */
+ * importance and load losses (0.005 each, summed over the MoE blocks).
+ * On failure the model is as before the call (parameters, optimizer moments, step count), except
+ * when the failure came after the step's work had been submitted to the device (waiting for it or
+ * reading the loss back failed): then the step was taken whole, its parameters, moments and step
+ * count all advanced together, and only *loss and logits are unwritten. */
 SMOE_API smoe_status smoe_vit_train_step(smoe_model *model, const smoe_train_config *cfg, int b, const float *images,
                                          const int32_t *labels, float *loss, float *logits);
 SMOE_API long smoe_model_train_step_count(const smoe_model *model);
 
 /* Saves the model as SPEC safetensors, atomically (temp file, fsync, rename). With
- * with_optimizer, the AdamW moments and the step count are saved too (a checkpoint to resume). */
+ * with_optimizer, the AdamW moments and the step count are saved too (a checkpoint to resume).
+ * A parameter or moment that is NaN or Inf (training diverged) is refused with
+ * SMOE_ERROR_NOT_FINITE naming it, and path is left as it was. */
 SMOE_API smoe_status smoe_model_save(smoe_model *model, const char *path, int with_optimizer);
 
 /* ---- Images and class names (for the shipped Fashion-MNIST classifier) ------------------ */

@@ -1,6 +1,7 @@
 /* Training support shared by every model kind: the learning-rate schedule, AdamW defaults, and
  * saving (atomic) and restoring parameters with optimizer state, so that a resumed run continues
  * exactly where it stopped. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +50,7 @@ smoe_status smoe_model_save(smoe_model *m, const char *path, int with_optimizer)
     char (*names)[128] = calloc((size_t)count, sizeof *names);
     float **data = calloc((size_t)count, sizeof *data);
     smoe_status st = e && names && data ? SMOE_OK : smoe_fail(&err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    if (!st) st = smoe_model_settle(m, &err);
     for (int i = 0; i < m->param_count && !st; i++) {
         const smoe_param *p = &m->params[i];
         for (int k = 0; k < per && !st; k++) {
@@ -58,6 +60,9 @@ smoe_status smoe_model_save(smoe_model *m, const char *path, int with_optimizer)
             data[j] = malloc(p->count * 4);
             if (!data[j]) st = smoe_fail(&err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
             if (!st) st = smoe_tensor_download(t, 0, data[j], p->count * 4, &err);
+            /* never a file that loading would refuse (training that diverged writes nothing) */
+            if (!st && (st = smoe_check_finite(data[j], p->count, names[j], &err)))
+                smoe_fail_prefix(&err, st, "not saving %s", path);
             e[j].name = names[j];
             e[j].dtype = SMOE_F32;
             e[j].ndim = p->ndim ? p->ndim : 1; /* scalars are stored as [1], like the golden files */
@@ -91,8 +96,11 @@ smoe_status smoe_model_read_optimizer(smoe_model *m, const smoe_st_file *f, smoe
     const char *step = smoe_st_get_meta(f, "softmoe.step");
     if (!step) return SMOE_OK; /* a model without optimizer state */
     char *end = NULL;
-    long s = strtol(step, &end, 10);
-    if (!*step || *end || s < 0) return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "softmoe.step \"%s\" is not a step count", step);
+    errno = 0;
+    long long s = strtoll(step, &end, 10);
+    /* the limit keeps step + 1 within any long */
+    if (!*step || *end || errno || s < 0 || s > 2147483646)
+        return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "softmoe.step \"%s\" is not a step count (0 to 2147483646)", step);
     smoe_status st = smoe_model_ensure_optimizer(m, err);
     size_t most = smoe_model_largest_param(m);
     float *tmp = st ? NULL : malloc(most * 4);
@@ -109,6 +117,6 @@ smoe_status smoe_model_read_optimizer(smoe_model *m, const smoe_st_file *f, smoe
         }
     }
     free(tmp);
-    if (!st) m->step = s;
+    if (!st) m->step = (long)s;
     return st;
 }

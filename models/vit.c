@@ -359,6 +359,7 @@ static smoe_status init_params(smoe_model *m, const smoe_vit *v, uint64_t seed, 
     return st;
 }
 
+/* The model's ViT and its parameter table (not yet allocated). */
 static smoe_status new_vit(smoe_model *m, const smoe_vit_config *cfg, smoe_err *err)
 {
     m->vit = calloc(1, sizeof *m->vit);
@@ -367,9 +368,7 @@ static smoe_status new_vit(smoe_model *m, const smoe_vit_config *cfg, smoe_err *
     config_defaults(&m->vit->cfg);
     smoe_arena_init(&m->vit->infer.act, smoe_ctx_gpu(m->ctx), "activations");
     smoe_arena_init(&m->vit->train.act, smoe_ctx_gpu(m->ctx), "training activations");
-    smoe_status st = build_params(m, m->vit, err);
-    if (!st) st = smoe_model_commit_params(m, err);
-    return st;
+    return build_params(m, m->vit, err);
 }
 
 smoe_status smoe_vit_load(smoe_model *m, const smoe_st_file *f, smoe_err *err)
@@ -379,7 +378,11 @@ smoe_status smoe_vit_load(smoe_model *m, const smoe_st_file *f, smoe_err *err)
     smoe_vit_config cfg;
     smoe_status st = parse_config(json, &cfg, err);
     if (!st) st = new_vit(m, &cfg, err);
-    if (!st) st = smoe_model_read_params(m, f, "opt.", err);
+    /* The tensors are checked against the configuration before its memory is allocated: a small
+     * file cannot make the loader allocate what a large configuration claims. */
+    if (!st) st = smoe_model_check_file(m, f, smoe_st_get_meta(f, "softmoe.step") != NULL, err);
+    if (!st) st = smoe_model_commit_params(m, err);
+    if (!st) st = smoe_model_read_params(m, f, err);
     if (!st) st = smoe_model_read_optimizer(m, f, err);
     return st;
 }
@@ -396,6 +399,7 @@ smoe_status smoe_vit_create(smoe_context *ctx, const smoe_vit_config *config, ui
     st = smoe_model_new(ctx, SMOE_MODEL_VIT, &m, &err);
     if (st) return smoe_ctx_error(ctx, st, &err);
     st = new_vit(m, config, &err);
+    if (!st) st = smoe_model_commit_params(m, &err);
     if (!st) st = init_params(m, m->vit, seed, &err);
     return smoe_ctx_error(ctx, smoe_model_finish(m, st, out, &err), &err);
 }
@@ -422,6 +426,15 @@ static void plan_release(vit_plan *p)
     }
     smoe_arena_release(&p->act);
     p->batch = 0;
+}
+
+smoe_status smoe_vit_settle(smoe_model *m, smoe_err *err)
+{
+    vit_plan *plans[2] = {&m->vit->infer, &m->vit->train};
+    smoe_status st = SMOE_OK;
+    for (int i = 0; i < 2 && !st; i++)
+        for (int mode = 0; mode < 3 && !st; mode++) st = smoe_program_wait(&plans[i]->prog[mode], err);
+    return st;
 }
 
 void smoe_vit_destroy(smoe_vit *v)
@@ -670,13 +683,13 @@ static smoe_status optimizer_ops(smoe_exec *ex, smoe_model *m, vit_plan *p, cons
 #undef T_
 #undef G_
 
-/* Runs the ops of a mode on plan p: now on the CPU path, or by replaying (and recording the
- * first time) its program on Vulkan. */
-static smoe_status execute(smoe_model *m, vit_plan *p, int mode, const smoe_train_config *cfg, smoe_err *err)
+/* The ops of a mode on plan p: run now on the CPU path, or recorded into the plan's program of
+ * that mode on Vulkan (the first time; later calls find it recorded). */
+static smoe_status run_or_record(smoe_model *m, vit_plan *p, int mode, const smoe_train_config *cfg, smoe_err *err)
 {
     smoe_gpu *gpu = p->act.gpu;
     smoe_exec ex = {gpu, NULL};
-    if (gpu && p->recorded[mode]) return smoe_program_run(&p->prog[mode], err);
+    if (gpu && p->recorded[mode]) return SMOE_OK;
     smoe_status st = SMOE_OK;
     if (gpu) {
         st = smoe_program_begin(gpu, &p->prog[mode], err);
@@ -692,7 +705,23 @@ static smoe_status execute(smoe_model *m, vit_plan *p, int mode, const smoe_trai
         return st;
     }
     p->recorded[mode] = 1;
-    return smoe_program_run(&p->prog[mode], err);
+    return SMOE_OK;
+}
+
+/* Runs the ops of a mode on plan p to completion. *started becomes 1 once the work is sure to
+ * run (the CPU path: it ran; Vulkan: it was submitted), even when waiting for it then fails. */
+static smoe_status execute(smoe_model *m, vit_plan *p, int mode, const smoe_train_config *cfg, int *started,
+                           smoe_err *err)
+{
+    smoe_status st = run_or_record(m, p, mode, cfg, err);
+    if (!p->act.gpu || st) {
+        *started = !st;
+        return st;
+    }
+    st = smoe_program_submit(&p->prog[mode], err);
+    if (st) return st;
+    *started = 1;
+    return smoe_program_wait(&p->prog[mode], err);
 }
 
 static smoe_status ensure_plan(smoe_model *m, vit_plan *p, int B, int training, smoe_err *err)
@@ -767,10 +796,12 @@ smoe_status smoe_vit_infer(smoe_model *m, int b, const float *images, float *log
     if (!logits) return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT, "logits must not be NULL");
     smoe_err err = {{0}};
     vit_plan *p = &m->vit->infer;
-    st = ensure_plan(m, p, b, 0, &err);
+    st = smoe_vit_settle(m, &err);
+    if (!st) st = ensure_plan(m, p, b, 0, &err);
     if (!st) st = upload_batch(m, p, b, images, NULL, &err);
     if (!st) st = prepare_infer(m, p, &err);
-    if (!st) st = execute(m, p, MODE_INFER, NULL, &err);
+    int started = 0;
+    if (!st) st = execute(m, p, MODE_INFER, NULL, &started, &err);
     if (!st) st = smoe_tensor_download(&p->logits, 0, logits, (size_t)b * m->vit->cfg.num_classes * 4, &err);
     return smoe_ctx_error(m->ctx, st, &err);
 }
@@ -784,9 +815,11 @@ smoe_status smoe_vit_loss_grads(smoe_model *m, int b, const float *images, const
     smoe_err err = {{0}};
     vit_plan *p = &m->vit->train;
     st = smoe_model_check_all_experts(m, &err);
+    if (!st) st = smoe_vit_settle(m, &err);
     if (!st) st = ensure_plan(m, p, b, 1, &err);
     if (!st) st = upload_batch(m, p, b, images, labels, &err);
-    if (!st) st = execute(m, p, MODE_GRADS, NULL, &err);
+    int started = 0;
+    if (!st) st = execute(m, p, MODE_GRADS, NULL, &started, &err);
     if (!st) st = smoe_tensor_download(&p->loss, 0, loss, 4, &err);
     if (!st && logits) st = smoe_tensor_download(&p->logits, 0, logits, (size_t)b * m->vit->cfg.num_classes * 4, &err);
     return smoe_ctx_error(m->ctx, st, &err);
@@ -823,6 +856,7 @@ smoe_status smoe_vit_train_step(smoe_model *m, const smoe_train_config *cfg, int
     smoe_err err = {{0}};
     vit_plan *p = &m->vit->train;
     st = smoe_model_check_all_experts(m, &err);
+    if (!st) st = smoe_vit_settle(m, &err);
     if (!st) st = smoe_model_ensure_grads(m, &err);
     if (!st) st = smoe_model_ensure_optimizer(m, &err);
     if (!st) st = ensure_plan(m, p, b, 1, &err);
@@ -836,10 +870,13 @@ smoe_status smoe_vit_train_step(smoe_model *m, const smoe_train_config *cfg, int
         p->recorded[MODE_TRAIN] = 0;
     }
     p->recorded_cfg = now;
-    if (!st) st = execute(m, p, MODE_TRAIN, cfg, &err);
+    int started = 0;
+    if (!st) st = execute(m, p, MODE_TRAIN, cfg, &started, &err);
+    /* Work that was submitted updates the parameters and moments whatever happens next, so the
+     * step counts from then on: the model stays consistent, only the loss may be missing. */
+    if (started) m->step++;
     if (!st) st = smoe_tensor_download(&p->loss, 0, loss, 4, &err);
     if (!st && logits) st = smoe_tensor_download(&p->logits, 0, logits, (size_t)b * m->vit->cfg.num_classes * 4, &err);
-    if (!st) m->step++;
     return smoe_ctx_error(m->ctx, st, &err);
 }
 
@@ -850,7 +887,7 @@ smoe_status smoe_vit_train_step(smoe_model *m, const smoe_train_config *cfg, int
 
 static smoe_status infer_job_run(smoe_model *m, smoe_err *err)
 {
-    return execute(m, &m->vit->infer, MODE_INFER, NULL, err); /* CPU path, on the job's thread */
+    return run_or_record(m, &m->vit->infer, MODE_INFER, NULL, err); /* CPU path: runs, on the job's thread */
 }
 
 static smoe_status infer_job_gpu_poll(smoe_model *m, int wait, smoe_err *err)
@@ -870,24 +907,14 @@ static const smoe_job_ops infer_job_ops = {infer_job_run, infer_job_gpu_poll, in
 static smoe_status infer_submit(smoe_model *m, int b, const float *images, smoe_err *err)
 {
     vit_plan *p = &m->vit->infer;
-    smoe_status st = ensure_plan(m, p, b, 0, err);
+    smoe_status st = smoe_vit_settle(m, err);
+    if (!st) st = ensure_plan(m, p, b, 0, err);
     if (!st) st = upload_batch(m, p, b, images, NULL, err);
     if (!st) st = prepare_infer(m, p, err);
-    smoe_gpu *gpu = p->act.gpu;
-    if (st || !gpu) return st;
-    smoe_program *prog = &p->prog[MODE_INFER];
-    if (!p->recorded[MODE_INFER]) {
-        smoe_exec ex = {gpu, prog};
-        st = smoe_program_begin(gpu, prog, err);
-        if (!st) st = forward_ops(&ex, m, p, MODE_INFER, err);
-        if (!st) st = smoe_program_end(prog, err);
-        if (st) {
-            smoe_program_destroy(prog);
-            return st;
-        }
-        p->recorded[MODE_INFER] = 1;
-    }
-    return smoe_program_submit(prog, err);
+    if (st || !p->act.gpu) return st;
+    st = run_or_record(m, p, MODE_INFER, NULL, err);
+    if (!st) st = smoe_program_submit(&p->prog[MODE_INFER], err);
+    return st;
 }
 
 smoe_status smoe_vit_infer_async(smoe_model *m, int b, const float *images, float *logits, smoe_job **job)

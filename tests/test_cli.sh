@@ -1,7 +1,7 @@
 #!/bin/sh
-# The softmoe command end to end: run (layer and ViT, good and malformed input), train (with an
-# interrupted run resumed to the same curve), eval --json, classify. $1: the softmoe binary,
-# $2: the golden directory.
+# The softmoe command end to end: run (layer and ViT, good and malformed input, injected Vulkan
+# faults), train (with an interrupted run resumed to the same curve, and a NaN loss stopping it),
+# eval --json, classify. $1: the softmoe binary, $2: the golden directory.
 set -u
 SOFTMOE=$1
 GOLDEN=$2
@@ -26,6 +26,17 @@ check "mismatched input writes nothing" "[ ! -e '$T/bad.st' ]"
 head -c 100 $L.model.safetensors > "$T/trunc.st"
 "$SOFTMOE" run --device cpu --model "$T/trunc.st" --input $L.input.safetensors --output "$T/bad.st" 2> "$T/err.txt"
 check "truncated model exits non-zero" "[ \$? -ne 0 ] && [ ! -e '$T/bad.st' ] && [ -s '$T/err.txt' ]"
+# run: Vulkan faults injected (SOFTMOE_FAULT): a lost device and device memory running out end
+# the command with the status and the failing call on stderr, and no output file
+for fault in vkQueueSubmit:1:VK_ERROR_DEVICE_LOST vkAllocateMemory:2; do
+    SOFTMOE_FAULT=$fault "$SOFTMOE" run --device vulkan --model $L.model.safetensors --input $L.input.safetensors \
+        --output "$T/fault.st" 2> "$T/err.txt"
+    check "$fault exits non-zero" "[ \$? -ne 0 ] && [ ! -e '$T/fault.st' ] && [ ! -e '$T/fault.st.tmp' ]"
+    check "$fault names the call and the result" "grep -q '${fault%%:*} failed: VK_ERROR' '$T/err.txt' && grep -q 'SMOE_ERROR' '$T/err.txt'"
+done
+SOFTMOE_FAULT=nonsense "$SOFTMOE" run --device vulkan --model $L.model.safetensors --input $L.input.safetensors \
+    --output "$T/fault.st" 2> "$T/err.txt"
+check "a malformed SOFTMOE_FAULT is refused" "[ \$? -ne 0 ] && grep -q 'SOFTMOE_FAULT' '$T/err.txt' && [ ! -e '$T/fault.st' ]"
 # run: the golden ViT with labels gives logits, loss and gradients
 V=$GOLDEN/vit_d32_L2_b3
 "$SOFTMOE" run --device cpu --model $V.model.safetensors --input $V.input.safetensors --output "$T/vit.st"
@@ -95,6 +106,13 @@ check "eval tokens choice" "[ \$? -eq 0 ] && grep -q '\"images\": 100' '$T/tc-ev
 check "sparse settings without a sparse kind are refused" "[ \$? -eq 2 ] && grep -q 'moe-kind' '$T/err.txt' && [ ! -e '$T/bad.st' ]"
 "$SOFTMOE" train $TINY --epochs 1 --moe-kind sparse --out "$T/bad.st" 2> /dev/null
 check "an unknown moe kind is refused" "[ \$? -eq 2 ] && [ ! -e '$T/bad.st' ]"
+# train: a loss that becomes NaN (a learning rate of 1e30) stops training with a message; the
+# last checkpoint is kept and loads, and no model is written
+"$SOFTMOE" train $TINY --epochs 1 --lr 1e30 --checkpoint "$T/nan-ck.st" --checkpoint-every 1 --out "$T/nan.st" \
+    2> "$T/nan.log"
+check "a NaN loss stops training" "[ \$? -ne 0 ] && grep -q 'the loss became' '$T/nan.log' && [ ! -e '$T/nan.st' ]"
+"$SOFTMOE" eval --device cpu --model "$T/nan-ck.st" --limit 50 > /dev/null 2>&1
+check "the last checkpoint before the NaN loss loads" "[ \$? -eq 0 ]"
 
 # eval --json
 "$SOFTMOE" eval --device cpu --model "$T/full.st" --json --limit 300 > "$T/eval.json"
