@@ -27,6 +27,7 @@ smoe_status smoe_layer_reserve(smoe_layer_tensors *L, const smoe_layer_dims *d, 
     if (!st) st = reserve(a, &L->lse_row, B * m, err);
     if (!st) st = reserve(a, &L->slots, B * S * D, err);
     if (!st) st = reserve(a, &L->pre, n * R * H, err);
+    if (!st) st = reserve(a, &L->hidden, n * R * H, err);
     if (!st) st = reserve(a, &L->slots_out, B * S * D, err);
     if (!backward || st) return st;
     if (!st) st = reserve(a, &L->g_slots_out, B * S * D, err);
@@ -129,11 +130,11 @@ static smoe_status record_forward(smoe_program *p, const smoe_layer_tensors *L, 
     st = smoe_record_matmul(p, &mm, err);
     if (st) return st;
 
-    /* 6. experts, fc1: pre_e = X~_e W1_e^T + b1_e over the b*p rows of expert e */
+    /* 6. experts, fc1: pre_e = X~_e W1_e^T + b1_e over the b*p rows of expert e, and gelu(pre_e) */
     mm = (smoe_matmul){
         .M = R, .N = H, .K = D, .batch = n, .trans_b = 1,
         .a = expert_rows(L->slots, d), .b = smoe_mm_plain(L->w1, D, H * D), .c = smoe_mm_plain(L->pre, H, R * H),
-        .epi = SMOE_EPI_BIAS, .bias = L->b1, .bias_bs = H,
+        .epi = SMOE_EPI_BIAS | SMOE_EPI_STORE_GELU, .bias = L->b1, .bias_bs = H, .gelu_out = L->hidden,
     };
     st = smoe_record_matmul(p, &mm, err);
     if (st) return st;
@@ -141,8 +142,8 @@ static smoe_status record_forward(smoe_program *p, const smoe_layer_tensors *L, 
     /* 7. experts, fc2: Y~_e = gelu(pre_e) W2_e^T + b2_e, written back in slot order */
     mm = (smoe_matmul){
         .M = R, .N = D, .K = H, .batch = n, .trans_b = 1,
-        .a = smoe_mm_plain(L->pre, H, R * H), .b = smoe_mm_plain(L->w2, H, D * H), .c = expert_rows(L->slots_out, d),
-        .a_xform = SMOE_XFORM_GELU, .epi = SMOE_EPI_BIAS, .bias = L->b2, .bias_bs = D,
+        .a = smoe_mm_plain(L->hidden, H, R * H), .b = smoe_mm_plain(L->w2, H, D * H), .c = expert_rows(L->slots_out, d),
+        .epi = SMOE_EPI_BIAS, .bias = L->b2, .bias_bs = D,
     };
     st = smoe_record_matmul(p, &mm, err);
     if (st) return st;
@@ -192,8 +193,7 @@ static smoe_status record_backward(smoe_program *p, const smoe_layer_tensors *L,
     /* 4. G_W2_e = G_Y~_e^T gelu(pre_e) */
     mm = (smoe_matmul){
         .M = D, .N = H, .K = R, .batch = n, .trans_a = 1,
-        .a = expert_rows(L->g_slots_out, d), .b = smoe_mm_plain(L->pre, H, R * H), .c = smoe_mm_plain(L->g_w2, H, D * H),
-        .b_xform = SMOE_XFORM_GELU,
+        .a = expert_rows(L->g_slots_out, d), .b = smoe_mm_plain(L->hidden, H, R * H), .c = smoe_mm_plain(L->g_w2, H, D * H),
     };
     if ((st = smoe_record_matmul(p, &mm, err))) return st;
 

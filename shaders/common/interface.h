@@ -31,6 +31,10 @@
 #define SMOE_MM_B_XFORM 11
 #define SMOE_MM_EPI 12
 #define SMOE_MM_SPEC_COUNT 13
+/* matmul_texel.comp also has: operand read as rgba32f texels (1) or r32f (0); BM, BN, BK unused */
+#define SMOE_MM_VEC_A 13
+#define SMOE_MM_VEC_B 14
+#define SMOE_MM_TEXEL_SPEC_COUNT 15
 
 /* Operand transforms applied on load. */
 #define SMOE_XFORM_NONE 0
@@ -45,6 +49,7 @@
 #define SMOE_EPI_BIAS 8u          /* plus bias[z*bias_bs + c] */
 #define SMOE_EPI_GELU_GRAD 16u    /* times gelu'(aux[same place as C]) */
 #define SMOE_EPI_ACCUMULATE 32u   /* plus the old value of C */
+#define SMOE_EPI_STORE_GELU 64u   /* and, besides C, gelu(C) at the same place in a second output */
 
 /* Row-wise and column-wise reductions over a matrix [rows x cols] per batch z. */
 #define SMOE_PUSH_REDUCE(F) F(uint, rows) F(uint, cols) F(uint, in_bs) F(uint, out_bs) F(uint, groups_x)
