@@ -39,20 +39,40 @@ float acc[TM * TN];
 // stored row k (kr = k mod the row group, wrap = what crossing a group adds).
 uint a_pos[TM], b_pos[TN];
 uint a_k, a_kr, a_wrap, b_k, b_kr, b_wrap;
-int a_last, b_last; // last texel of each view (r32f reads clamp to it)
 float s_exp, stat_m[TM];
 
 // Four consecutive floats from float index i (a multiple of 4 for rgba32f views).
 vec4 fetch4(bool vec4_view, bool is_a, uint i)
 {
     if (vec4_view) return is_a ? texelFetch(ta, int(i >> 2)) : texelFetch(tb, int(i >> 2));
-    int last = is_a ? a_last : b_last;
     vec4 v;
-    [[unroll]] for (int j = 0; j < 4; j++) {
-        int t = min(int(i) + j, last);
-        v[j] = is_a ? texelFetch(ta, t).x : texelFetch(tb, t).x;
-    }
+    [[unroll]] for (int j = 0; j < 4; j++) v[j] = is_a ? texelFetch(ta, int(i) + j).x : texelFetch(tb, int(i) + j).x;
     return v;
+}
+
+// The float at index i.
+float fetch1(bool vec4_view, bool is_a, uint i)
+{
+    if (vec4_view) return is_a ? texelFetch(ta, int(i >> 2))[i & 3u] : texelFetch(tb, int(i >> 2))[i & 3u];
+    return is_a ? texelFetch(ta, int(i)).x : texelFetch(tb, int(i)).x;
+}
+
+void step_a()
+{
+    a_k += pc.a_ld;
+    if (++a_kr == pc.a_g) {
+        a_kr = 0;
+        a_k += a_wrap;
+    }
+}
+
+void step_b()
+{
+    b_k += pc.b_ld;
+    if (++b_kr == pc.b_g) {
+        b_kr = 0;
+        b_k += b_wrap;
+    }
 }
 
 float xform_a(float v, uint k, uint i)
@@ -63,8 +83,8 @@ float xform_a(float v, uint k, uint i)
     return exp(s_exp * v - stat[gl_WorkGroupID.z * pc.stat_bs + k]);
 }
 
-// Accumulates k0 <= k < k0 + nk (nk <= 4).
-void block(uint k0, uint nk)
+// Accumulates k0 <= k < k0 + 4 (all within K).
+void block4(uint k0)
 {
     float av[4 * TM], bv[4 * TN];
     if (TRANS_A == 0) {
@@ -74,7 +94,6 @@ void block(uint k0, uint nk)
         }
     } else {
         [[unroll]] for (uint kk = 0; kk < 4; kk++) {
-            if (kk >= nk) break;
             if (VEC_A != 0) {
                 [[unroll]] for (uint i = 0; i < TM; i += 4) {
                     vec4 v = texelFetch(ta, int((a_k + a_pos[i]) >> 2));
@@ -83,11 +102,7 @@ void block(uint k0, uint nk)
             } else {
                 [[unroll]] for (uint i = 0; i < TM; i++) av[kk * TM + i] = texelFetch(ta, int(a_k + a_pos[i])).x;
             }
-            a_k += pc.a_ld;
-            if (++a_kr == pc.a_g) {
-                a_kr = 0;
-                a_k += a_wrap;
-            }
+            step_a();
         }
     }
     if (TRANS_B != 0) {
@@ -97,7 +112,6 @@ void block(uint k0, uint nk)
         }
     } else {
         [[unroll]] for (uint kk = 0; kk < 4; kk++) {
-            if (kk >= nk) break;
             if (VEC_B != 0) {
                 [[unroll]] for (uint j = 0; j < TN; j += 4) {
                     vec4 v = texelFetch(tb, int((b_k + b_pos[j]) >> 2));
@@ -106,15 +120,10 @@ void block(uint k0, uint nk)
             } else {
                 [[unroll]] for (uint j = 0; j < TN; j++) bv[kk * TN + j] = texelFetch(tb, int(b_k + b_pos[j])).x;
             }
-            b_k += pc.b_ld;
-            if (++b_kr == pc.b_g) {
-                b_kr = 0;
-                b_k += b_wrap;
-            }
+            step_b();
         }
     }
     [[unroll]] for (uint kk = 0; kk < 4; kk++) {
-        if (kk >= nk) break;
         if (A_XFORM != SMOE_XFORM_NONE)
             [[unroll]] for (uint i = 0; i < TM; i++) av[kk * TM + i] = xform_a(av[kk * TM + i], k0 + kk, i);
         if (B_XFORM == SMOE_XFORM_GELU)
@@ -125,18 +134,38 @@ void block(uint k0, uint nk)
     }
 }
 
+// Accumulates one k (the last K mod 4 of them): a float per fetch, a quarter of block4's code.
+void step1(uint k)
+{
+    float av[TM], bv[TN];
+    [[unroll]] for (uint i = 0; i < TM; i++) {
+        // rows along k: an rgba32f group start stands for its 4 rows (see main)
+        uint idx = TRANS_A == 0 ? a_pos[i] + k : a_k + (VEC_A != 0 ? a_pos[i & ~3u] + (i & 3u) : a_pos[i]);
+        av[i] = xform_a(fetch1(VEC_A != 0, true, idx), k, i);
+    }
+    [[unroll]] for (uint j = 0; j < TN; j++) {
+        uint idx = TRANS_B != 0 ? b_pos[j] + k : b_k + (VEC_B != 0 ? b_pos[j & ~3u] + (j & 3u) : b_pos[j]);
+        float v = fetch1(VEC_B != 0, false, idx);
+        bv[j] = B_XFORM == SMOE_XFORM_GELU ? gelu(v) : v;
+    }
+    if (TRANS_A != 0) step_a();
+    if (TRANS_B == 0) step_b();
+    [[unroll]] for (uint i = 0; i < TM; i++)
+        [[unroll]] for (uint j = 0; j < TN; j++) acc[i * TN + j] = fma(av[i], bv[j], acc[i * TN + j]);
+}
+
 void main()
 {
     uint z = gl_WorkGroupID.z;
     uint m0 = (gl_WorkGroupID.y * gl_WorkGroupSize.y + gl_LocalInvocationID.y) * TM;
     uint n0 = (gl_WorkGroupID.x * gl_WorkGroupSize.x + gl_LocalInvocationID.x) * TN;
     if (m0 >= pc.M || n0 >= pc.N) return; // no barriers here: idle invocations may leave
-    a_last = textureSize(ta) - 1;
-    b_last = textureSize(tb) - 1;
     s_exp = EXP_A ? scalar[0] : 1.0;
 
     // Rows past M or N are read as the last row (their results are dropped); in rows along k,
-    // an rgba32f read starts at most at the last group of 4, so that it stays within the view.
+    // an rgba32f read starts at most at the last group of 4, so that it stays within the view
+    // (the group's other floats, past M or N, are dropped too). Every read is thus within its
+    // operand's view: nothing is clamped in the loops.
     [[unroll]] for (uint i = 0; i < TM; i++) {
         uint m = min(m0 + i, pc.M - 1);
         if (TRANS_A == 0) a_pos[i] = at(m, 0, pc.a_off, pc.a_bs, pc.a_ld, pc.a_g, pc.a_gs, z);
@@ -156,8 +185,8 @@ void main()
 
     [[unroll]] for (uint i = 0; i < TM * TN; i++) acc[i] = 0.0;
     uint k0 = 0;
-    for (; k0 + 4 <= pc.K; k0 += 4) block(k0, 4);
-    if (k0 < pc.K) block(k0, pc.K - k0);
+    for (; k0 + 4 <= pc.K; k0 += 4) block4(k0);
+    for (; k0 < pc.K; k0++) step1(k0);
 
     [[unroll]] for (uint i = 0; i < TM; i++) {
         if (m0 + i >= pc.M) break;

@@ -1,10 +1,12 @@
 /* Every ViT op (host/ops/ops.h) on both paths: random inputs, run at once on the CPU path (host
  * arena) and recorded into a program on Vulkan, compared within 1e-5 of each output's largest
  * magnitude (1e-4 for the long sum of squares); odd sizes that are multiples of no workgroup or
- * tile. Then a chain of ops recorded once and replayed (barriers), and a row count above
- * maxComputeWorkGroupCount[0] where that is small enough to try. */
+ * tile. Then a chain of ops recorded once and replayed (barriers), the ops that use the matmul
+ * with every matmul variant forced, and a row count above maxComputeWorkGroupCount[0] where that
+ * is small enough to try. */
 #define _POSIX_C_SOURCE 200809L
 #include "common/interface.h"
+#include "ops/matmul.h"
 #include "ops/ops.h"
 #include "test_vk.h"
 
@@ -563,6 +565,17 @@ int main(void)
     cfg.lr_mult = 3.0f; /* a per-tensor learning-rate multiplier (the Soft MoE scales) */
     test_adamw(1001, 5.0f, 1e-3f, 2.0f, cfg);
     test_chain(37, 13);
+    /* the ops that use the matmul, with every matmul variant the device runs forced in turn, on
+     * shapes whose rows sit at multiples of 4 floats or (in turn) not */
+    for (uint32_t i = 0; i < smoe_matmul_variant_count(); i++) {
+        if (!smoe_matmul_variant_usable(gpu, i)) continue;
+        snprintf(gpu->matmul_variant, sizeof gpu->matmul_variant, "%s", smoe_matmul_variant_name(i));
+        int odd = (int)(i % 2);
+        test_linear(37, 16 + odd, 12);
+        test_mlp(37, 12 + odd, 20);
+        test_attention(3, 9, 12 + 3 * odd, 3);
+    }
+    gpu->matmul_variant[0] = 0;
     /* more rows than one grid dimension holds, where that is small enough to try */
     uint32_t maxx = gpu->info.max_workgroup_count[0];
     if (maxx < (1u << 17)) test_layernorm((int)maxx + 5, 3, 0);

@@ -33,8 +33,7 @@ static const mm_variant variants[] = {
     {"shared16x64",   0,   16, 64, 16, 1,  4, SMOE_QUIRK_CPU_DRIVER}, /* 256 invocations, 5 KiB */
     {"shared8x64",    0,    8, 64, 16, 1,  4, SMOE_QUIRK_CPU_DRIVER}, /* 128 invocations */
     {"shared16x16",   0,   16, 16,  8, 1,  1, SMOE_QUIRK_CPU_DRIVER}, /* 256 invocations, 1 KiB: any device */
-    {"texel128x64",   1,  128, 64,  0, 16, 8, 0},                     /* 8 x 8 invocations */
-    {"texel64x64",    1,   64, 64,  0, 8,  8, 0},                     /* 8 x 8 */
+    {"texel64x64",    1,   64, 64,  0, 8,  8, 0},                     /* 8 x 8 invocations */
     {"texel32x64",    1,   32, 64,  0, 4,  8, 0},                     /* 8 x 8 */
     {"texel16x64",    1,   16, 64,  0, 8,  8, 0},                     /* 8 x 2 */
     {"texel8x64",     1,    8, 64,  0, 4,  8, 0},                     /* 8 x 2 */
