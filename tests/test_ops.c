@@ -2,7 +2,7 @@
  * arena) and recorded into a program on Vulkan, compared within 1e-5 of each output's largest
  * magnitude (1e-4 for the long sum of squares); odd sizes that are multiples of no workgroup or
  * tile. Then a chain of ops recorded once and replayed (barriers), the ops that use the matmul
- * with every matmul variant forced, and a row count above maxComputeWorkGroupCount[0] where that
+ * with each matmul shader forced, and a row count above maxComputeWorkGroupCount[0] where that
  * is small enough to try. */
 #define _POSIX_C_SOURCE 200809L
 #include "common/interface.h"
@@ -565,15 +565,16 @@ int main(void)
     cfg.lr_mult = 3.0f; /* a per-tensor learning-rate multiplier (the Soft MoE scales) */
     test_adamw(1001, 5.0f, 1e-3f, 2.0f, cfg);
     test_chain(37, 13);
-    /* the ops that use the matmul, with every matmul variant the device runs forced in turn, on
-     * shapes whose rows sit at multiples of 4 floats or (in turn) not */
+    /* the ops that use the matmul with each matmul shader forced (its first usable row; every
+     * row is checked on every feature in test_matmul), on rows at and off multiples of 4 floats */
     for (uint32_t i = 0; i < smoe_matmul_variant_count(); i++) {
-        if (!smoe_matmul_variant_usable(gpu, i)) continue;
+        if (!test_first_of_shader(gpu, i)) continue;
         snprintf(gpu->matmul_variant, sizeof gpu->matmul_variant, "%s", smoe_matmul_variant_name(i));
-        int odd = (int)(i % 2);
-        test_linear(37, 16 + odd, 12);
-        test_mlp(37, 12 + odd, 20);
-        test_attention(3, 9, 12 + 3 * odd, 3);
+        for (int odd = 0; odd < 2; odd++) {
+            test_linear(37, 16 + odd, 12);
+            test_mlp(37, 12 + odd, 20);
+            test_attention(3, 9, 12 + 3 * odd, 3);
+        }
     }
     gpu->matmul_variant[0] = 0;
     /* more rows than one grid dimension holds, where that is small enough to try */

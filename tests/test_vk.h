@@ -47,4 +47,17 @@ static inline float test_rand(uint64_t *s)
     return (float)((*s >> 40) & 0xffffff) / 8388608.0f - 1.0f;
 }
 
+/* Variant index i is the first usable row of its shader (the tests of whole ops force one row per
+ * shader; tests/test_matmul.c forces every row on every feature of the family). */
+#ifdef SMOE_OPS_MATMUL_H
+static inline int test_first_of_shader(const smoe_gpu *gpu, uint32_t i)
+{
+    if (!smoe_matmul_variant_usable(gpu, i)) return 0;
+    for (uint32_t j = 0; j < i; j++)
+        if (smoe_matmul_variant_usable(gpu, j) && !strcmp(smoe_matmul_variant_shader(j), smoe_matmul_variant_shader(i)))
+            return 0;
+    return 1;
+}
+#endif
+
 #endif

@@ -43,6 +43,8 @@ smoe_status smoe_record_matmul(smoe_program *p, const smoe_matmul *mm, smoe_err 
 uint32_t smoe_matmul_variant_count(void);
 const char *smoe_matmul_variant_name(uint32_t i);
 int smoe_matmul_variant_usable(const smoe_gpu *gpu, uint32_t i);
+/* The shader of variant i: the rows of one shader differ only in their constants. */
+const char *smoe_matmul_variant_shader(uint32_t i);
 /* The variant recording mm would use now, autotuning aside (NULL: a bad forced name). */
 const char *smoe_matmul_choice(smoe_gpu *gpu, const smoe_matmul *mm);
 

@@ -42,7 +42,9 @@
 #define SMOE_XFORM_EXP_COL 2      /* exp(scale*v - stat[column]): dispatch weights D from logits */
 #define SMOE_XFORM_EXP_ROW 3      /* exp(scale*v - stat[row]): combine weights C from logits */
 
-/* Epilogue steps, in this order. */
+/* Epilogue steps, in this order. A specialization constant: as run-time branches, repeated for
+ * every output of an invocation's register tile, they make pipelines several times slower to
+ * compile on CPU drivers. */
 #define SMOE_EPI_ROWSCALE 1u      /* times rowscale[z*rs_bs + r] */
 #define SMOE_EPI_COLSCALE 2u      /* times colscale[z*cs_bs + c] */
 #define SMOE_EPI_SCALAR 4u        /* times scalar[0] */
