@@ -587,6 +587,8 @@ static smoe_status gpu_objects(smoe_gpu *gpu, smoe_err *err)
     gpu->autotune = !(env && !strcmp(env, "0"));
     env = getenv("SOFTMOE_MATMUL_VARIANT");
     snprintf(gpu->matmul_variant, sizeof gpu->matmul_variant, "%s", env ? env : "");
+    /* where every barrier of a workgroup reduction is a loop over its invocations */
+    gpu->row_serial = (gpu->quirks & SMOE_QUIRK_CPU_DRIVER) != 0;
     VkCommandPoolCreateInfo pci = {
         .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
         .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,

@@ -55,6 +55,7 @@ typedef struct smoe_gpu {
     int autotune;                          /* measure variants on first use (SOFTMOE_AUTOTUNE=0: use the tables) */
     char matmul_variant[32];               /* a forced matmul variant (SOFTMOE_MATMUL_VARIANT, tests), or "" */
     uint32_t tunings;                      /* autotune measurements made (tests) */
+    int row_serial;                        /* row kernels: an invocation per row (CPU drivers), not a workgroup */
     int lost;                              /* set once VK_ERROR_DEVICE_LOST was seen */
     int owns_device;                       /* 0: the application's device (smoe_gpu_adopt) */
     void (*queue_lock)(void *user);        /* the application's queue lock, or NULL */

@@ -90,7 +90,7 @@ void main()
         if (r >= pc.M) continue;
         for (uint j = 0; j < TN; j++) {
             uint col = col0 + tc + j * WN;
-            if (col < pc.N) store_c(r, col, z, acc[i * TN + j]);
+            if (col < pc.N) store_c(at(r, col, pc.c_off, pc.c_bs, pc.c_ld, pc.c_g, pc.c_gs, z), r, col, z, acc[i * TN + j]);
         }
     }
 }

@@ -4,7 +4,8 @@
 // TM x TN block of C in registers from operands read through uniform texel buffers, four floats
 // along K (or along M, N for the operands stored that way) per fetch, with no shared memory and
 // no barrier. An operand whose rows start at multiples of 4 floats is an rgba32f view (VEC_A,
-// VEC_B), any other an r32f view read a float at a time.
+// VEC_B), any other an r32f view read a float at a time; C is written four floats at a time
+// where it is so aligned (VEC_C).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common/interface.h"
@@ -20,6 +21,7 @@ layout(constant_id = SMOE_MM_B_XFORM) const uint B_XFORM = 0;
 layout(constant_id = SMOE_MM_EPI) const uint EPI = 0;
 layout(constant_id = SMOE_MM_VEC_A) const uint VEC_A = 1;
 layout(constant_id = SMOE_MM_VEC_B) const uint VEC_B = 1;
+layout(constant_id = SMOE_MM_VEC_C) const uint VEC_C = 1; // C and its epilogue's buffers
 
 layout(binding = 0) uniform samplerBuffer ta;
 layout(binding = 1) uniform samplerBuffer tb;
@@ -189,8 +191,18 @@ void main()
     for (; k0 < pc.K; k0++) step1(k0);
 
     [[unroll]] for (uint i = 0; i < TM; i++) {
-        if (m0 + i >= pc.M) break;
-        [[unroll]] for (uint j = 0; j < TN; j++)
-            if (n0 + j < pc.N) store_c(m0 + i, n0 + j, z, acc[i * TN + j]);
+        uint r = m0 + i;
+        if (r >= pc.M) break;
+        uint ci = c_row(r, z) + n0;
+        [[unroll]] for (uint j = 0; j < TN; j += 4) {
+            uint col = n0 + j;
+            if (VEC_C != 0 && col + 3 < pc.N) {
+                vec4 v = vec4(acc[i * TN + j], acc[i * TN + j + 1], acc[i * TN + j + 2], acc[i * TN + j + 3]);
+                store_c4(ci + j, r, col, z, v);
+            } else {
+                [[unroll]] for (uint e = 0; e < 4; e++)
+                    if (col + e < pc.N) store_c(ci + j + e, r, col + e, z, acc[i * TN + j + e]);
+            }
+        }
     }
 }

@@ -1,7 +1,7 @@
 /* The Soft MoE layer through the public API on both paths: the golden cases (y and every
  * gradient within 1e-4 of each tensor's largest magnitude), CPU vs Vulkan on random shapes
- * including the edge cases, with the matmul variants the device's table picks and with each
- * matmul shader forced, and refusal of malformed model files. */
+ * including the edge cases, with the kernel variants the device's tables pick and with the
+ * others forced, and refusal of malformed model files. */
 #define _POSIX_C_SOURCE 200809L
 #include "ops/matmul.h"
 #include "safetensors.h"
@@ -168,10 +168,11 @@ static void random_shapes(void)
 }
 
 /* Each matmul shader the device runs (its first usable row) forced, CPU vs Vulkan as above, on a
- * shape whose rows sit at multiples of 4 floats (d = 32) and one whose rows do not (d = 17).
+ * shape whose rows sit at multiples of 4 floats (d = 32) and one whose rows do not (d = 17); then
+ * the row kernels in the mode the device did not choose.
  * Every row of every shader is checked on every feature of the family in test_matmul; here each
  * costs a pipeline per product of the layer, compiled at first use (a second on lavapipe). */
-static void every_shader(void)
+static void other_kernels(void)
 {
     smoe_context *cpu = test_open("cpu"), *vk = test_open("vulkan");
     if (!cpu || !vk) return;
@@ -183,6 +184,12 @@ static void every_shader(void)
         random_shape(cpu, vk, 2, 65, 17, 2, 1, 33, 0x99 + i);
     }
     gpu->matmul_variant[0] = 0;
+    /* the norms, softmax statistics and router backward in their other mode too (a workgroup or
+     * an invocation per vector) */
+    gpu->row_serial = !gpu->row_serial;
+    random_shape(cpu, vk, 2, 16, 32, 4, 2, 64, 0x55);
+    random_shape(cpu, vk, 3, 31, 31, 31, 1, 31, 0x56);
+    gpu->row_serial = !gpu->row_serial;
     test_close(cpu);
     test_close(vk);
 }
@@ -198,7 +205,7 @@ int main(int argc, char **argv)
     printf("  worst relative error vs golden: %.3g\n", worst_golden);
     random_shapes();
     printf("  worst relative error CPU vs Vulkan on random shapes: %.3g\n", worst_random);
-    every_shader();
-    printf("  worst relative error CPU vs Vulkan with each matmul shader forced too: %.3g\n", worst_random);
+    other_kernels();
+    printf("  worst relative error CPU vs Vulkan with the other kernel variants too: %.3g\n", worst_random);
     return test_finish("test_layer");
 }

@@ -2,8 +2,9 @@
  * arena) and recorded into a program on Vulkan, compared within 1e-5 of each output's largest
  * magnitude (1e-4 for the long sum of squares); odd sizes that are multiples of no workgroup or
  * tile. Then a chain of ops recorded once and replayed (barriers), the ops that use the matmul
- * with each matmul shader forced, and a row count above maxComputeWorkGroupCount[0] where that
- * is small enough to try. */
+ * with each matmul shader forced, the row kernels in their other mode (a workgroup or an
+ * invocation per row), and a row count above maxComputeWorkGroupCount[0] where that is small
+ * enough to try. */
 #define _POSIX_C_SOURCE 200809L
 #include "common/interface.h"
 #include "ops/matmul.h"
@@ -577,6 +578,15 @@ int main(void)
         }
     }
     gpu->matmul_variant[0] = 0;
+    /* the row kernels (layernorm, softmax, cross-entropy) the other way too: a workgroup per row
+     * where the device chose an invocation per row, and the reverse */
+    gpu->row_serial = !gpu->row_serial;
+    test_layernorm(37, 13, 1);
+    test_layernorm(9, 200, 1);
+    test_attention(2, 67, 12, 3);
+    test_cross_entropy(37, 100, 1);
+    test_cross_entropy(5, 10, 0);
+    gpu->row_serial = !gpu->row_serial;
     /* more rows than one grid dimension holds, where that is small enough to try */
     uint32_t maxx = gpu->info.max_workgroup_count[0];
     if (maxx < (1u << 17)) test_layernorm((int)maxx + 5, 3, 0);

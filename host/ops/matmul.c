@@ -72,6 +72,18 @@ static int operand_view(const smoe_gpu *gpu, const smoe_mm_operand *o, uint32_t 
     return 1;
 }
 
+/* Whether C (with aux and gelu_out, laid out alike) and the bias and column scales, where the
+ * epilogue reads them, start every row at a multiple of 4 floats. */
+static int c_vec4(const smoe_matmul *mm)
+{
+    const smoe_mm_operand *c = &mm->c;
+    int many = mm->batch > 1;
+    return c->off % 4 == 0 && c->ld % 4 == 0 && (!many || c->bs % 4 == 0) &&
+           (c->g == SMOE_NO_GROUP || c->g >= mm->M || c->gs % 4 == 0) &&
+           (!(mm->epi & SMOE_EPI_BIAS) || !many || mm->bias_bs % 4 == 0) &&
+           (!(mm->epi & SMOE_EPI_COLSCALE) || !many || mm->cs_bs % 4 == 0);
+}
+
 static int usable(const smoe_gpu *gpu, const mm_variant *v, const smoe_matmul *mm)
 {
     if (!device_usable(gpu, v)) return 0;
@@ -170,11 +182,11 @@ static smoe_status record_variant(smoe_program *p, const smoe_matmul *mm, const 
         if (!operand_view(p->gpu, &mm->a, mm->trans_a ? mm->K : mm->M, mm->batch, &vec_a, &first_a) ||
             !operand_view(p->gpu, &mm->b, mm->trans_b ? mm->N : mm->K, mm->batch, &vec_b, &first_b))
             return smoe_fail(err, SMOE_ERROR_INTERNAL, "matmul %s: an operand cannot be viewed as a texel buffer", v->name);
-        /* one choice for both operands: half the pipelines to compile (a second each on a CPU
-         * driver), for the few products with one operand on multiples of 4 floats and one not */
-        vec_a = vec_b = vec_a && vec_b;
-        spec[SMOE_MM_VEC_A] = (uint32_t)vec_a;
-        spec[SMOE_MM_VEC_B] = (uint32_t)vec_b;
+        /* one choice for the operands and C: a quarter of the pipelines to compile (a second
+         * each on a CPU driver), for the few products with some rows on multiples of 4 floats
+         * and some not */
+        vec_a = vec_b = vec_a && vec_b && c_vec4(mm);
+        spec[SMOE_MM_VEC_A] = spec[SMOE_MM_VEC_B] = spec[SMOE_MM_VEC_C] = (uint32_t)vec_a;
         pc.a_off += first_a;
         pc.b_off += first_b;
         b[0].access = vec_a ? SMOE_READ_TEXEL4 : SMOE_READ_TEXEL1;
@@ -216,7 +228,7 @@ static void class_key(const smoe_gpu *gpu, const smoe_matmul *mm, char *key, siz
     operand_view(gpu, &mm->a, mm->trans_a ? mm->K : mm->M, mm->batch, &va, &f);
     operand_view(gpu, &mm->b, mm->trans_b ? mm->N : mm->K, mm->batch, &vb, &f);
     snprintf(key, size, "matmul/m%u/n%u/k%u/z%u/t%d%d/v%d", log2_up(mm->M), log2_up(mm->N), log2_up(mm->K),
-             log2_up(mm->batch), mm->trans_a != 0, mm->trans_b != 0, va && vb);
+             log2_up(mm->batch), mm->trans_a != 0, mm->trans_b != 0, va && vb && c_vec4(mm));
 }
 
 static double now_ms(void)
@@ -285,11 +297,12 @@ static smoe_status autotune(smoe_gpu *gpu, const smoe_matmul *mm, const mm_varia
     uint32_t f;
     operand_view(gpu, &mm->a, mm->trans_a ? mm->K : mm->M, mm->batch, &va, &f);
     operand_view(gpu, &mm->b, mm->trans_b ? mm->N : mm->K, mm->batch, &vb, &f);
+    int vec = va && vb && c_vec4(mm); /* what the texel variant decides on (record_variant) */
     smoe_arena arena;
     smoe_arena_init(&arena, gpu, "matmul autotune");
-    smoe_status st = tune_operand(&arena, t.trans_a ? t.K : t.M, t.trans_a ? t.M : t.K, t.batch, va, &t.a, err);
-    if (!st) st = tune_operand(&arena, t.trans_b ? t.N : t.K, t.trans_b ? t.K : t.N, t.batch, vb, &t.b, err);
-    if (!st) st = tune_operand(&arena, t.M, t.N, t.batch, 1, &t.c, err);
+    smoe_status st = tune_operand(&arena, t.trans_a ? t.K : t.M, t.trans_a ? t.M : t.K, t.batch, vec, &t.a, err);
+    if (!st) st = tune_operand(&arena, t.trans_b ? t.N : t.K, t.trans_b ? t.K : t.N, t.batch, vec, &t.b, err);
+    if (!st) st = tune_operand(&arena, t.M, t.N, t.batch, vec, &t.c, err);
     if (!st) st = smoe_arena_commit(&arena, err);
     if (!st) {
         /* zeros everywhere: no denormals or NaNs to slow a CPU driver down */

@@ -34,7 +34,8 @@
 /* matmul_texel.comp also has: operand read as rgba32f texels (1) or r32f (0); BM, BN, BK unused */
 #define SMOE_MM_VEC_A 13
 #define SMOE_MM_VEC_B 14
-#define SMOE_MM_TEXEL_SPEC_COUNT 15
+#define SMOE_MM_VEC_C 15 /* C, aux, gelu_out, bias and colscale rows at multiples of 4 floats */
+#define SMOE_MM_TEXEL_SPEC_COUNT 16
 
 /* Operand transforms applied on load. */
 #define SMOE_XFORM_NONE 0
@@ -52,6 +53,11 @@
 #define SMOE_EPI_GELU_GRAD 16u    /* times gelu'(aux[same place as C]) */
 #define SMOE_EPI_ACCUMULATE 32u   /* plus the old value of C */
 #define SMOE_EPI_STORE_GELU 64u   /* and, besides C, gelu(C) at the same place in a second output */
+
+/* Kernels that reduce rows or columns (common/util.glsl, SMOE_ROW_KERNEL): a workgroup per
+ * vector (0) or an invocation per vector (1), a specialization constant of this id. */
+#define SMOE_ROW_SERIAL_ID 7
+#define SMOE_ROW_SPEC_COUNT 8
 
 /* Row-wise and column-wise reductions over a matrix [rows x cols] per batch z. */
 #define SMOE_PUSH_REDUCE(F) F(uint, rows) F(uint, cols) F(uint, in_bs) F(uint, out_bs) F(uint, groups_x)
