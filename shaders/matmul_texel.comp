@@ -8,6 +8,7 @@
 // where it is so aligned (VEC_C).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
+#extension GL_EXT_samplerless_texture_functions : require
 #include "common/interface.h"
 #include "common/util.glsl"
 
@@ -23,8 +24,9 @@ layout(constant_id = SMOE_MM_VEC_A) const uint VEC_A = 1;
 layout(constant_id = SMOE_MM_VEC_B) const uint VEC_B = 1;
 layout(constant_id = SMOE_MM_VEC_C) const uint VEC_C = 1; // C and its epilogue's buffers
 
-layout(binding = 0) uniform samplerBuffer ta;
-layout(binding = 1) uniform samplerBuffer tb;
+// textureBuffer, not samplerBuffer: a sampled image of Dim Buffer is invalid SPIR-V from 1.6 on
+layout(binding = 0) uniform textureBuffer ta;
+layout(binding = 1) uniform textureBuffer tb;
 layout(std430, binding = 5) readonly buffer BufStat { float stat[]; };
 SMOE_PUSH(SMOE_PUSH_MATMUL)
 #include "common/matmul_epilogue.glsl"

@@ -204,8 +204,22 @@ static uint8_t *layer_model(int d, int n, int p, int h, size_t *size)
     return img;
 }
 
+/* s as the inside of a JSON string (quotes, backslashes, control characters escaped). */
+static void json_text(const char *s, char *out, size_t size)
+{
+    size_t n = 0;
+    for (; *s && n + 7 < size; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') out[n++] = '\\', out[n++] = (char)c;
+        else if (c < 0x20) n += (size_t)snprintf(out + n, size - n, "\\u%04x", c);
+        else out[n++] = (char)c;
+    }
+    out[n] = 0;
+}
+
 typedef struct result {
     double ms_min, ms_median;
+    char skipped[320]; /* why a device could not run the shape (too large for it), or "" */
 } result;
 
 /* With prof, the runs after the warm-up are profiled into it (the program is recorded with
@@ -216,11 +230,16 @@ static int time_layer(smoe_context *ctx, const int *sh, int backward, int repeat
     size_t size;
     uint8_t *img = layer_model(d, n, p, h, &size);
     smoe_model *model = NULL;
-    if (!img || smoe_model_load_memory(ctx, img, size, &model)) {
-        free(img);
-        return cli_fail(ctx, SMOE_ERROR_OUT_OF_HOST_MEMORY, "making the layer");
-    }
+    r->skipped[0] = 0;
+    smoe_status lst = img ? smoe_model_load_memory(ctx, img, size, &model) : SMOE_ERROR_OUT_OF_HOST_MEMORY;
     free(img);
+    if (lst == SMOE_ERROR_TOO_LARGE || lst == SMOE_ERROR_OUT_OF_DEVICE_MEMORY) {
+        /* a shape this device cannot hold: noted, and the other measurements go on */
+        snprintf(r->skipped, sizeof r->skipped, "%s", smoe_last_error(ctx));
+        fprintf(stderr, "bench: skipped: %s\n", r->skipped);
+        return 0;
+    }
+    if (lst) return cli_fail(ctx, lst, "making the layer");
     size_t io = (size_t)b * m * d;
     float *x = malloc(io * 4), *y = malloc(io * 4), *dy = malloc(io * 4), *dx = malloc(io * 4);
     for (size_t i = 0; x && dy && i < io; i++) x[i] = (float)((i * 2654435761u) % 1000) * 1e-3f, dy[i] = 1e-3f;
@@ -409,7 +428,7 @@ int cmd_bench(int argc, char **argv)
                 const char *pname = pass ? "forward+backward" : "forward";
                 fprintf(stderr, "bench: %s layer (%d,%d,%d,%d,%d) %s...\n", label[dv], sh[0], sh[1], sh[2], sh[3], sh[4], pname);
                 rc = time_layer(ctx, sh, pass, slow && o.repeat > 3 ? 3 : o.repeat, &res[dv][s][pass], NULL);
-                if (rc || !profiling) continue;
+                if (rc || !profiling || res[dv][s][pass].skipped[0]) continue;
                 fprintf(stderr, "bench: %s layer (%d,%d,%d,%d,%d) %s, profiled...\n", label[dv], sh[0], sh[1], sh[2], sh[3],
                         sh[4], pname);
                 result ignored;
@@ -442,8 +461,21 @@ int cmd_bench(int argc, char **argv)
             for (int pass = 0; pass < 2; pass++) {
                 const int *sh = o.shapes[s];
                 result *r = &res[dv][s][pass];
+                if (r->skipped[0]) {
+                    char why[2048];
+                    json_text(r->skipped, why, sizeof why);
+                    if (o.json)
+                        printf("{\"device\": \"%s\", \"device_name\": \"%s\", \"kind\": \"layer\", \"shape\": [%d, %d, %d, "
+                               "%d, %d], \"pass\": \"%s\", \"skipped\": \"%s\"}\n",
+                               label[dv], dname[dv], sh[0], sh[1], sh[2], sh[3], sh[4], pass ? "forward+backward" : "forward",
+                               why);
+                    else
+                        printf("%-9s (%3d,%3d,%3d,%3d,%d) %-16s skipped: %s\n", label[dv], sh[0], sh[1], sh[2], sh[3], sh[4],
+                               pass ? "forward+backward" : "forward", r->skipped);
+                    continue;
+                }
                 double gf = layer_gflop(sh, pass) / (r->ms_min / 1e3);
-                double vs_cpu = cpu_index >= 0 ? res[cpu_index][s][pass].ms_min / r->ms_min : 0;
+                double vs_cpu = cpu_index >= 0 && !res[cpu_index][s][pass].skipped[0] ? res[cpu_index][s][pass].ms_min / r->ms_min : 0;
                 double gbs = layer_weight_bytes(sh, pass) / (r->ms_min / 1e3) / 1e9;
                 if (o.json)
                     printf("{\"device\": \"%s\", \"device_name\": \"%s\", \"kind\": \"layer\", \"shape\": [%d, %d, %d, %d, %d], "
