@@ -9,6 +9,7 @@
 
 #include "memory.h"
 #include "pipeline.h"
+#include "tune.h"
 
 /* ---- Driver quirks: one row per known behaviour, matched on driver ID or device name. ---- */
 
@@ -214,10 +215,23 @@ static void fill_info(const smoe_vk_instance_fns *fn, VkPhysicalDevice pd, uint3
     info->max_storage_buffer_range = base.limits.maxStorageBufferRange;
     info->min_storage_buffer_offset_alignment = base.limits.minStorageBufferOffsetAlignment;
     info->timestamp_period_ns = base.limits.timestampPeriod;
+    info->timestamp_compute_and_graphics = base.limits.timestampComputeAndGraphics;
+    info->max_texel_buffer_elements = base.limits.maxTexelBufferElements;
+    info->min_texel_buffer_offset_alignment = base.limits.minTexelBufferOffsetAlignment;
+    /* Both formats are mandatory for uniform texel buffers; asked all the same. */
+    if (fn->vkGetPhysicalDeviceFormatProperties) {
+        VkFormatProperties fp;
+        fn->vkGetPhysicalDeviceFormatProperties(pd, VK_FORMAT_R32G32B32A32_SFLOAT, &fp);
+        info->texel_buffer_rgba32f = (fp.bufferFeatures & VK_FORMAT_FEATURE_UNIFORM_TEXEL_BUFFER_BIT) != 0;
+        fn->vkGetPhysicalDeviceFormatProperties(pd, VK_FORMAT_R32_SFLOAT, &fp);
+        info->texel_buffer_r32f = (fp.bufferFeatures & VK_FORMAT_FEATURE_UNIFORM_TEXEL_BUFFER_BIT) != 0;
+    }
 
     uint32_t family = 0, ts_bits = 0;
-    if (compute_queue_family(fn, pd, &family, &ts_bits))
+    if (compute_queue_family(fn, pd, &family, &ts_bits)) {
+        info->timestamp_valid_bits = ts_bits;
         info->timestamps = ts_bits > 0 && base.limits.timestampPeriod > 0;
+    }
 
     VkPhysicalDeviceMemoryProperties mem;
     fn->vkGetPhysicalDeviceMemoryProperties(pd, &mem);
@@ -565,9 +579,16 @@ smoe_status smoe_gpu_create(smoe_gpu *gpu, const smoe_vk_instance *vi, uint32_t 
     return gpu_objects(gpu, err);
 }
 
-/* What softmoe creates on any device, its own or the application's: command pool, pipeline cache. */
+/* What softmoe creates on any device, its own or the application's: command pool, pipeline cache;
+ * and the kernel choice settings from the environment. */
 static smoe_status gpu_objects(smoe_gpu *gpu, smoe_err *err)
 {
+    const char *env = getenv("SOFTMOE_AUTOTUNE");
+    gpu->autotune = !(env && !strcmp(env, "0"));
+    env = getenv("SOFTMOE_MATMUL_VARIANT");
+    snprintf(gpu->matmul_variant, sizeof gpu->matmul_variant, "%s", env ? env : "");
+    /* where every barrier of a workgroup reduction is a loop over its invocations */
+    gpu->row_serial = (gpu->quirks & SMOE_QUIRK_CPU_DRIVER) != 0;
     VkCommandPoolCreateInfo pci = {
         .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
         .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
@@ -615,6 +636,7 @@ smoe_status smoe_gpu_adopt(smoe_gpu *gpu, const smoe_vk_instance *vi, const smoe
     if (!compute)
         return smoe_fail(err, SMOE_ERROR_UNSUPPORTED, "queue family %u of %s has no compute (VK_QUEUE_COMPUTE_BIT)",
                          family, gpu->info.name);
+    gpu->info.timestamp_valid_bits = ts_bits;
     gpu->info.timestamps = ts_bits > 0 && gpu->info.timestamp_period_ns > 0;
     fn->vkGetPhysicalDeviceMemoryProperties(gpu->physical, &gpu->mem);
 
@@ -644,6 +666,7 @@ void smoe_gpu_destroy(smoe_gpu *gpu)
      * staged copies at once), and the application's queues are not ours to wait on. */
     if (gpu->owns_device) gpu->vk.vkDeviceWaitIdle(gpu->device);
     smoe_pipeline_cache_destroy(gpu);
+    smoe_tune_free(gpu);
     smoe_staging_destroy(gpu);
     if (gpu->cmd_pool) gpu->vk.vkDestroyCommandPool(gpu->device, gpu->cmd_pool, NULL);
     if (gpu->owns_device) gpu->vk.vkDestroyDevice(gpu->device, NULL);

@@ -51,6 +51,12 @@ typedef struct smoe_gpu {
     VkCommandPool cmd_pool;
     VkPipelineCache pipeline_cache;
     struct smoe_pipeline_cache *pipelines; /* pipeline.c */
+    struct smoe_profile *profile;          /* the caller's, while programs are to be profiled (profile.h) */
+    struct smoe_tune *tune;                /* autotune choices (tune.h), read on first use */
+    int autotune;                          /* measure variants on first use (SOFTMOE_AUTOTUNE=0: use the tables) */
+    char matmul_variant[32];               /* a forced matmul variant (SOFTMOE_MATMUL_VARIANT, tests), or "" */
+    uint32_t tunings;                      /* autotune measurements made (tests) */
+    int row_serial;                        /* row kernels: an invocation per row (CPU drivers), not a workgroup */
     int lost;                              /* set once VK_ERROR_DEVICE_LOST was seen */
     char lost_by[64];                      /* the call that reported it */
     int owns_device;                       /* 0: the application's device (smoe_gpu_adopt) */

@@ -16,7 +16,8 @@
     X(vkWaitForFences) X(vkGetFenceStatus) X(vkResetFences) X(vkCreateFence)                        \
     X(vkAllocateCommandBuffers) X(vkBeginCommandBuffer) X(vkEndCommandBuffer)                       \
     X(vkCreateDescriptorPool) X(vkAllocateDescriptorSets) X(vkCreateShaderModule)                   \
-    X(vkCreateDescriptorSetLayout) X(vkCreatePipelineLayout) X(vkCreateComputePipelines)
+    X(vkCreateDescriptorSetLayout) X(vkCreatePipelineLayout) X(vkCreateComputePipelines)                \
+    X(vkCreateBufferView) X(vkCreateQueryPool)
 
 typedef enum smoe_fault_kind {
 #define SMOE_FAULT_ENUM(fn) SMOE_FAULT_##fn,

@@ -127,6 +127,10 @@ void smoe_arena_init(smoe_arena *a, smoe_gpu *gpu, const char *name)
     if (gpu) {
         a->alignment = gpu->info.min_storage_buffer_offset_alignment;
         if (a->alignment < 16) a->alignment = 16; /* vec4 loads stay aligned */
+        /* Every tensor can also be viewed as a texel buffer from its first byte (both limits
+         * are powers of two, so the larger is a multiple of the smaller). */
+        if (gpu->info.min_texel_buffer_offset_alignment > a->alignment)
+            a->alignment = gpu->info.min_texel_buffer_offset_alignment;
         uint64_t limit = gpu->info.max_storage_buffer_range;
         if (gpu->info.max_allocation_size < limit) limit = gpu->info.max_allocation_size;
         a->chunk_limit = limit / a->alignment * a->alignment;

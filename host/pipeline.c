@@ -1,14 +1,30 @@
 /* Pipelines and their cache. */
 #include "pipeline.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "disk_cache.h"
+
+#define CACHE_FILE_MAX (256u << 20)
 
 typedef struct smoe_pipeline_cache {
     smoe_pipeline **items; /* stable pointers: items are allocated one by one */
     size_t count, cap;
     VkShaderModule *modules; /* one per embedded shader, created on first use */
+    char file[128];          /* the VkPipelineCache's file in the cache directory */
 } smoe_pipeline_cache;
+
+/* One file per device, driver version and pipelineCacheUUID (the driver checks its own header too). */
+static void cache_file_name(smoe_gpu *gpu, char *out, size_t size)
+{
+    VkPhysicalDeviceProperties props;
+    gpu->vi->fn.vkGetPhysicalDeviceProperties(gpu->physical, &props);
+    char uuid[2 * VK_UUID_SIZE + 1];
+    for (unsigned i = 0; i < VK_UUID_SIZE; i++) snprintf(uuid + 2 * i, 3, "%02x", props.pipelineCacheUUID[i]);
+    snprintf(out, size, "pipelines-%04x-%04x-%08x-%s.bin", props.vendorID, props.deviceID, props.driverVersion, uuid);
+}
 
 const smoe_shader_blob *smoe_shader_find(const char *name)
 {
@@ -26,12 +42,37 @@ smoe_status smoe_pipeline_cache_create(smoe_gpu *gpu, smoe_err *err)
         gpu->pipelines = NULL;
         return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory creating the pipeline cache");
     }
-    VkPipelineCacheCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
+    /* Started from what an earlier run saved, when there is such a file. */
+    cache_file_name(gpu, gpu->pipelines->file, sizeof gpu->pipelines->file);
+    size_t size = 0;
+    void *data = smoe_cache_read(gpu->pipelines->file, CACHE_FILE_MAX, &size);
+    VkPipelineCacheCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO,
+                                    .initialDataSize = data ? size : 0, .pInitialData = data};
     VkResult r = gpu->vk.vkCreatePipelineCache(gpu->device, &ci, NULL, &gpu->pipeline_cache);
+    if (r != VK_SUCCESS && data) { /* a file the driver refuses: start empty */
+        ci.initialDataSize = 0;
+        ci.pInitialData = NULL;
+        r = gpu->vk.vkCreatePipelineCache(gpu->device, &ci, NULL, &gpu->pipeline_cache);
+    }
+    free(data);
     if (r != VK_SUCCESS) {
         gpu->pipeline_cache = VK_NULL_HANDLE; /* pipelines still work without one */
     }
     return SMOE_OK;
+}
+
+/* Saves the VkPipelineCache for the next run when this one created pipelines. */
+static void cache_save(smoe_gpu *gpu)
+{
+    if (!gpu->pipeline_cache || !gpu->pipelines || !gpu->pipelines->count) return;
+    size_t size = 0;
+    if (gpu->vk.vkGetPipelineCacheData(gpu->device, gpu->pipeline_cache, &size, NULL) != VK_SUCCESS || !size ||
+        size > CACHE_FILE_MAX)
+        return;
+    void *data = malloc(size);
+    if (data && gpu->vk.vkGetPipelineCacheData(gpu->device, gpu->pipeline_cache, &size, data) == VK_SUCCESS)
+        smoe_cache_write(gpu->pipelines->file, data, size);
+    free(data);
 }
 
 static void pipeline_free(smoe_gpu *gpu, smoe_pipeline *p)
@@ -44,6 +85,7 @@ static void pipeline_free(smoe_gpu *gpu, smoe_pipeline *p)
 
 void smoe_pipeline_cache_destroy(smoe_gpu *gpu)
 {
+    cache_save(gpu);
     smoe_pipeline_cache *c = gpu->pipelines;
     if (c) {
         for (size_t i = 0; i < c->count; i++) pipeline_free(gpu, c->items[i]);
@@ -79,7 +121,8 @@ static smoe_status create(smoe_gpu *gpu, smoe_pipeline *p, smoe_err *err)
     for (uint32_t i = 0; i < p->bindings; i++)
         b[i] = (VkDescriptorSetLayoutBinding){
             .binding = i,
-            .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+            .descriptorType = (p->texel_mask >> i) & 1 ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER
+                                                        : VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
             .descriptorCount = 1,
             .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
         };
@@ -134,6 +177,13 @@ static smoe_status create(smoe_gpu *gpu, smoe_pipeline *p, smoe_err *err)
 smoe_status smoe_pipeline_get(smoe_gpu *gpu, const char *shader, uint32_t bindings, uint32_t push_size,
                               const uint32_t *spec, uint32_t spec_count, const smoe_pipeline **out, smoe_err *err)
 {
+    return smoe_pipeline_get_texel(gpu, shader, bindings, 0, push_size, spec, spec_count, out, err);
+}
+
+smoe_status smoe_pipeline_get_texel(smoe_gpu *gpu, const char *shader, uint32_t bindings, uint32_t texel_mask,
+                                    uint32_t push_size, const uint32_t *spec, uint32_t spec_count,
+                                    const smoe_pipeline **out, smoe_err *err)
+{
     *out = NULL;
     const smoe_shader_blob *blob = smoe_shader_find(shader);
     if (!blob) return smoe_fail(err, SMOE_ERROR_INTERNAL, "no embedded shader named \"%s\"", shader);
@@ -147,8 +197,8 @@ smoe_status smoe_pipeline_get(smoe_gpu *gpu, const char *shader, uint32_t bindin
     smoe_pipeline_cache *c = gpu->pipelines;
     for (size_t i = 0; i < c->count; i++) {
         smoe_pipeline *p = c->items[i];
-        if (p->shader == blob && p->bindings == bindings && p->push_size == push_size && p->spec_count == spec_count &&
-            !memcmp(p->spec, spec, 4 * spec_count)) {
+        if (p->shader == blob && p->bindings == bindings && p->texel_mask == texel_mask && p->push_size == push_size &&
+            p->spec_count == spec_count && !memcmp(p->spec, spec, 4 * spec_count)) {
             *out = p;
             return SMOE_OK;
         }
@@ -166,6 +216,7 @@ smoe_status smoe_pipeline_get(smoe_gpu *gpu, const char *shader, uint32_t bindin
     if (!p) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory creating a pipeline");
     p->shader = blob;
     p->bindings = bindings;
+    p->texel_mask = texel_mask;
     p->push_size = push_size;
     p->spec_count = spec_count;
     memcpy(p->spec, spec, 4 * spec_count);

@@ -2,7 +2,8 @@
  * device (and in a VkPipelineCache).
  * Convention shared by every shader: specialization constants 0, 1, 2 are the workgroup size
  * (local_size_x_id = 0, ...); a shader's own constants start at 3; bindings are storage buffers
- * 0..n-1 in one descriptor set; push constants are at most 128 bytes. */
+ * (or, where a shader says so, uniform texel buffers) 0..n-1 in one descriptor set; push
+ * constants are at most 128 bytes. */
 #ifndef SMOE_PIPELINE_H
 #define SMOE_PIPELINE_H
 
@@ -28,6 +29,7 @@ typedef struct smoe_pipeline {
     uint32_t spec[SMOE_MAX_SPEC];
     uint32_t spec_count;
     uint32_t bindings;
+    uint32_t texel_mask; /* bit i: binding i is a uniform texel buffer (samplerBuffer), else a storage buffer */
     uint32_t push_size;
     VkDescriptorSetLayout set_layout;
     VkPipelineLayout layout;
@@ -38,6 +40,10 @@ typedef struct smoe_pipeline {
  * first use. The pointer stays valid until the gpu is destroyed. */
 smoe_status smoe_pipeline_get(smoe_gpu *gpu, const char *shader, uint32_t bindings, uint32_t push_size,
                               const uint32_t *spec, uint32_t spec_count, const smoe_pipeline **out, smoe_err *err);
+/* The same for a shader whose bindings in texel_mask are uniform texel buffers. */
+smoe_status smoe_pipeline_get_texel(smoe_gpu *gpu, const char *shader, uint32_t bindings, uint32_t texel_mask,
+                                    uint32_t push_size, const uint32_t *spec, uint32_t spec_count,
+                                    const smoe_pipeline **out, smoe_err *err);
 
 smoe_status smoe_pipeline_cache_create(smoe_gpu *gpu, smoe_err *err);
 void smoe_pipeline_cache_destroy(smoe_gpu *gpu);

@@ -7,13 +7,43 @@
 
 #include "memory.h"
 #include "pipeline.h"
+#include "profile.h"
 
-typedef enum smoe_access { SMOE_READ = 1, SMOE_WRITE = 2, SMOE_READ_WRITE = 3 } smoe_access;
+/* A binding is a storage buffer, or, read through a uniform texel buffer of rgba32f (TEXEL4) or
+ * r32f (TEXEL1) texels, a VkBufferView the program creates when the dispatch is recorded and
+ * frees with itself. */
+typedef enum smoe_access {
+    SMOE_READ = 1,
+    SMOE_WRITE = 2,
+    SMOE_READ_WRITE = 3,
+    SMOE_READ_TEXEL4 = 1 | 4,
+    SMOE_READ_TEXEL1 = 1 | 8,
+} smoe_access;
+#define SMOE_TEXEL_BITS 12u
 
 typedef struct smoe_binding {
     smoe_tensor tensor;
     smoe_access access;
 } smoe_binding;
+
+/* The texel view of a tensor: it starts at the tensor's first byte rounded down to
+ * minTexelBufferOffsetAlignment and covers the tensor rounded up to whole texels, within its
+ * buffer and maxTexelBufferElements. */
+typedef struct smoe_texel_view {
+    uint64_t offset, range; /* bytes in the buffer */
+    uint32_t first;         /* the tensor's first float, counted from the view's start */
+} smoe_texel_view;
+
+/* Plans the view of t with texel_floats floats per texel (4 or 1); 0 when the device cannot
+ * view it so (format unsupported, too many texels, no room to round up at the buffer's end). */
+int smoe_texel_view_plan(const smoe_gpu *gpu, const smoe_tensor *t, uint32_t texel_floats, smoe_texel_view *v);
+
+typedef struct smoe_view_entry {
+    VkBuffer buffer;
+    uint64_t offset, range;
+    VkFormat format;
+    VkBufferView view;
+} smoe_view_entry;
 
 typedef struct smoe_range {
     VkBuffer buffer;
@@ -29,8 +59,16 @@ typedef struct smoe_program {
     uint32_t pool_count;
     smoe_range *pending; /* accesses since the last barrier */
     size_t pending_count, pending_cap;
+    smoe_view_entry *views; /* texel buffer views of the recorded dispatches */
+    size_t view_count, view_cap;
     uint32_t dispatches, barriers;
     int recording, submitted;
+    /* Profiling (begun while gpu->profile is set and the queue has timestamps): query q+1 is
+     * written after command q, query 0 at the start; labels[q] names command q. */
+    const char *label; /* the next dispatch's label (then cleared); NULL: its shader's name */
+    VkQueryPool *query_pools;
+    uint32_t query_pool_count, queries;
+    char (*labels)[SMOE_LABEL_MAX];
 } smoe_program;
 
 smoe_status smoe_program_begin(smoe_gpu *gpu, smoe_program *p, smoe_err *err);

@@ -56,6 +56,7 @@ void smoe_vk_load_instance(smoe_vk_instance_fns *fns, VkInstance instance)
     LOAD(vkGetPhysicalDeviceProperties2);
     LOAD(vkGetPhysicalDeviceFeatures2);
     LOAD(vkGetPhysicalDeviceMemoryProperties);
+    LOAD(vkGetPhysicalDeviceFormatProperties);
     LOAD(vkGetPhysicalDeviceQueueFamilyProperties);
     LOAD(vkEnumerateDeviceExtensionProperties);
     LOAD(vkCreateDevice);

@@ -153,6 +153,12 @@ typedef struct smoe_device_info {
     float timestamp_period_ns;
     int push_descriptors;          /* VK_KHR_push_descriptor */
     uint32_t compute_units;        /* CPU path: worker threads */
+    uint32_t timestamp_valid_bits; /* timestampValidBits of the compute queue family */
+    int timestamp_compute_and_graphics; /* timestampComputeAndGraphics */
+    uint32_t max_texel_buffer_elements;           /* maxTexelBufferElements */
+    uint64_t min_texel_buffer_offset_alignment;   /* minTexelBufferOffsetAlignment, bytes */
+    int texel_buffer_rgba32f;      /* R32G32B32A32_SFLOAT usable as a uniform texel buffer */
+    int texel_buffer_r32f;         /* R32_SFLOAT usable as a uniform texel buffer */
 } smoe_device_info;
 
 /* Lists devices: index 0 is always the CPU path, then every Vulkan physical device in the

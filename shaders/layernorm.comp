@@ -1,9 +1,10 @@
 #version 450
-// LayerNorm forward, one workgroup per row of x [rows, d]: y = (x - mean) * rstd * gamma + beta,
+// LayerNorm forward, one workgroup (or invocation: util.glsl) per row of x [rows, d]: y = (x - mean) * rstd * gamma + beta,
 // rstd = 1/sqrt(var + eps) (eps = pc.alpha, variance by the two-pass formula); saves mean, rstd.
 #extension GL_GOOGLE_include_directive : require
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 #define SMOE_WG_REDUCE
+#define SMOE_ROW_KERNEL
 #include "common/interface.h"
 #include "common/util.glsl"
 
@@ -17,19 +18,19 @@ SMOE_PUSH(SMOE_PUSH_ROWS)
 
 void main()
 {
-    uint r = group_linear(pc.groups_x);
-    if (r >= pc.rows) return; // uniform over the workgroup
-    uint t = gl_LocalInvocationID.x, d = pc.cols, base = r * d;
+    uint r = row_of(pc.groups_x);
+    if (r >= pc.rows) return; // uniform over the workgroup (a row per workgroup), or no barrier follows
+    uint t = row_lane(), d = pc.cols, base = r * d;
     float s = 0.0;
-    for (uint i = t; i < d; i += gl_WorkGroupSize.x) s += x[base + i];
+    for (uint i = t; i < d; i += row_step()) s += x[base + i];
     float mu = wg_sum(s) / float(d);
     float q = 0.0;
-    for (uint i = t; i < d; i += gl_WorkGroupSize.x) {
+    for (uint i = t; i < d; i += row_step()) {
         float v = x[base + i] - mu;
         q += v * v;
     }
     float rs = 1.0 / sqrt(wg_sum(q) / float(d) + pc.alpha);
-    for (uint i = t; i < d; i += gl_WorkGroupSize.x) y[base + i] = (x[base + i] - mu) * rs * gamma[i] + beta[i];
+    for (uint i = t; i < d; i += row_step()) y[base + i] = (x[base + i] - mu) * rs * gamma[i] + beta[i];
     if (t == 0) {
         mean[r] = mu;
         rstd[r] = rs;

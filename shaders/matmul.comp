@@ -23,23 +23,13 @@ layout(constant_id = SMOE_MM_GATHER) const uint GATHER = 0;
 
 layout(std430, binding = 0) readonly buffer BufA { float a[]; };
 layout(std430, binding = 1) readonly buffer BufB { float b[]; };
-layout(std430, binding = 2) buffer BufC { float c[]; };
-layout(std430, binding = 3) readonly buffer BufBias { float bias[]; };
-layout(std430, binding = 4) readonly buffer BufAux { float aux[]; };
 layout(std430, binding = 5) readonly buffer BufStat { float stat[]; };
-layout(std430, binding = 6) readonly buffer BufRowScale { float rowscale[]; };
-layout(std430, binding = 7) readonly buffer BufColScale { float colscale[]; };
-layout(std430, binding = 8) readonly buffer BufScalar { float scalar[]; };
 layout(std430, binding = 9) readonly buffer BufIdx { uint idx[]; };
 SMOE_PUSH(SMOE_PUSH_MATMUL)
+#include "common/matmul_epilogue.glsl"
 
 shared float As[BK * BM];
 shared float Bs[BK * BN];
-
-uint at(uint r, uint col, uint off, uint bs, uint ld, uint g, uint gs, uint z)
-{
-    return off + z * bs + (r / g) * gs + (r % g) * ld + col;
-}
 
 uint gathered(uint u, uint z) { return idx[pc.idx_off + z * pc.idx_bs + u]; }
 
@@ -113,16 +103,7 @@ void main()
         uint cr = (GATHER & SMOE_GATHER_C_ROW) != 0 ? gathered(r, z) : r;
         for (uint j = 0; j < TN; j++) {
             uint col = col0 + tc + j * WN;
-            if (col >= pc.N) continue;
-            float v = acc[i * TN + j] * pc.alpha;
-            if ((EPI & SMOE_EPI_ROWSCALE) != 0) v *= rowscale[z * pc.rs_bs + r];
-            if ((EPI & SMOE_EPI_COLSCALE) != 0) v *= colscale[z * pc.cs_bs + col];
-            if ((EPI & SMOE_EPI_SCALAR) != 0) v *= scalar[0];
-            if ((EPI & SMOE_EPI_BIAS) != 0) v += bias[z * pc.bias_bs + col];
-            uint ci = at(cr, col, pc.c_off, pc.c_bs, pc.c_ld, pc.c_g, pc.c_gs, z);
-            if ((EPI & SMOE_EPI_GELU_GRAD) != 0) v *= gelu_grad(aux[ci]);
-            if ((EPI & SMOE_EPI_ACCUMULATE) != 0) v += c[ci];
-            c[ci] = v;
+            if (col < pc.N) store_c(at(cr, col, pc.c_off, pc.c_bs, pc.c_ld, pc.c_g, pc.c_gs, z), r, col, z, acc[i * TN + j]);
         }
     }
 }

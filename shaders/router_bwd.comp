@@ -1,15 +1,17 @@
 #version 450
 // Backward of the two softmaxes of the router, with D and C rebuilt from the logits P:
 //   G_L = D*(G_D - colsum(D*G_D)) + C*(G_C - rowsum(C*G_C))
-// PHASE 0, one workgroup per slot column j of sequence z: cs[j] = sum_i D_ij G_D_ij.
-// PHASE 1, one workgroup per token row i: rs = sum_j C_ij G_C_ij, then G_L_ij, and
+// PHASE 0, one workgroup (or invocation: util.glsl) per slot column j of sequence z: cs[j] = sum_i D_ij G_D_ij.
+// PHASE 1, one per token row i: rs = sum_j C_ij G_C_ij, then G_L_ij, and
 //   U_ij = scale * r_i * c_j * G_L_ij written over G_D (the l2 backward's input, see SPEC), and
 //   partial[i] = sum_j G_L_ij P_ij (summed later into the scale's gradient).
 #extension GL_GOOGLE_include_directive : require
+layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
+#define SMOE_WG_REDUCE
+#define SMOE_ROW_KERNEL
 #include "common/interface.h"
 #include "common/util.glsl"
 
-layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 layout(constant_id = 3) const uint PHASE = 0;
 layout(std430, binding = 0) readonly buffer Logits { float p[]; };
 layout(std430, binding = 1) readonly buffer LseCol { float lse_col[]; };
@@ -23,39 +25,23 @@ layout(std430, binding = 8) readonly buffer Scale { float scale[]; };
 layout(std430, binding = 9) writeonly buffer Partial { float partial[]; };
 SMOE_PUSH(SMOE_PUSH_ROUTER)
 
-shared float part[gl_WorkGroupSize.x];
-
-float reduce_sum(float v)
-{
-    uint t = gl_LocalInvocationID.x;
-    part[t] = v;
-    barrier();
-    for (uint w = gl_WorkGroupSize.x / 2; w > 0; w /= 2) {
-        if (t < w) part[t] += part[t + w];
-        barrier();
-    }
-    float r = part[0];
-    barrier();
-    return r;
-}
-
 void main()
 {
-    uint v = group_linear(pc.groups_x);
+    uint v = row_of(pc.groups_x);
     uint z = gl_WorkGroupID.z;
-    uint t = gl_LocalInvocationID.x;
+    uint t = row_lane();
     float s = scale[0];
     uint base = z * pc.m * pc.S;
     if (PHASE == 0) {
-        if (v >= pc.S) return;
+        if (v >= pc.S) return; // whole workgroup leaves together, or no barrier follows
         uint j = v;
         float lc = lse_col[z * pc.S + j];
         float acc = 0.0;
-        for (uint i = t; i < pc.m; i += gl_WorkGroupSize.x) {
+        for (uint i = t; i < pc.m; i += row_step()) {
             uint e = base + i * pc.S + j;
             acc += exp(s * p[e] - lc) * gd[e];
         }
-        acc = reduce_sum(acc);
+        acc = wg_sum(acc);
         if (t == 0) cs[z * pc.S + j] = acc;
     } else {
         if (v >= pc.m) return;
@@ -63,11 +49,11 @@ void main()
         float lr = lse_row[z * pc.m + i];
         uint row = base + i * pc.S;
         float acc = 0.0;
-        for (uint j = t; j < pc.S; j += gl_WorkGroupSize.x) acc += exp(s * p[row + j] - lr) * gc[row + j];
-        float rs = reduce_sum(acc);
+        for (uint j = t; j < pc.S; j += row_step()) acc += exp(s * p[row + j] - lr) * gc[row + j];
+        float rs = wg_sum(acc);
         float ri = rinv[z * pc.m + i];
         float pl = 0.0;
-        for (uint j = t; j < pc.S; j += gl_WorkGroupSize.x) {
+        for (uint j = t; j < pc.S; j += row_step()) {
             float l = s * p[row + j];
             float dw = exp(l - lse_col[z * pc.S + j]);
             float cw = exp(l - lr);
@@ -75,7 +61,7 @@ void main()
             pl += gl * p[row + j];
             gd[row + j] = s * ri * cinv[j] * gl;
         }
-        pl = reduce_sum(pl);
+        pl = wg_sum(pl);
         if (t == 0) partial[z * pc.m + i] = pl;
     }
 }

@@ -29,6 +29,15 @@ static void test_listing(void)
         CHECK(info.max_workgroup_invocations >= 128);
         CHECK(info.min_storage_buffer_offset_alignment >= 1);
     }
+    /* the driver CI asked for (its second Vulkan implementation) is the one listed */
+    const char *want = getenv("SOFTMOE_EXPECT_DRIVER");
+    if (want && want[0]) {
+        int found = 0;
+        for (int i = 1; i < n; i++)
+            if (smoe_device_get_info(ctx, i, &info) == SMOE_OK && strstr(info.driver_info, want)) found = 1;
+        CHECK_MSG(found, "no Vulkan device has the driver SOFTMOE_EXPECT_DRIVER names (\"%s\")", want);
+        printf("  expected driver \"%s\": %s\n", want, found ? "present" : "missing");
+    }
     CHECK(smoe_device_get_info(ctx, n, &info) == SMOE_ERROR_INVALID_ARGUMENT);
     CHECK(strstr(smoe_last_error(ctx), "does not exist") != NULL);
     CHECK(smoe_validation_message_count(ctx) == 0);

@@ -1,7 +1,9 @@
 /* The Soft MoE layer through the public API on both paths: the golden cases (y and every
  * gradient within 1e-4 of each tensor's largest magnitude), CPU vs Vulkan on random shapes
- * including the edge cases, and refusal of malformed model files. */
+ * including the edge cases, with the kernel variants the device's tables pick and with the
+ * others forced, and refusal of malformed model files. */
 #define _POSIX_C_SOURCE 200809L
+#include "ops/matmul.h"
 #include "safetensors.h"
 #include "test_vk.h"
 
@@ -165,6 +167,33 @@ static void random_shapes(void)
     test_close(vk);
 }
 
+/* Each matmul shader the device runs (its first usable row) forced, CPU vs Vulkan as above, on a
+ * shape whose rows sit at multiples of 4 floats (d = 32) and one whose rows do not (d = 17); then
+ * the row kernels in the mode the device did not choose.
+ * Every row of every shader is checked on every feature of the family in test_matmul; here each
+ * costs a pipeline per product of the layer, compiled at first use (a second on lavapipe). */
+static void other_kernels(void)
+{
+    smoe_context *cpu = test_open("cpu"), *vk = test_open("vulkan");
+    if (!cpu || !vk) return;
+    smoe_gpu *gpu = &vk->gpu;
+    for (uint32_t i = 0; i < smoe_matmul_variant_count(); i++) {
+        if (!test_first_of_shader(gpu, i)) continue;
+        snprintf(gpu->matmul_variant, sizeof gpu->matmul_variant, "%s", smoe_matmul_variant_name(i));
+        random_shape(cpu, vk, 2, 16, 32, 4, 2, 64, 0x77 + i);
+        random_shape(cpu, vk, 2, 65, 17, 2, 1, 33, 0x99 + i);
+    }
+    gpu->matmul_variant[0] = 0;
+    /* the norms, softmax statistics and router backward in their other mode too (a workgroup or
+     * an invocation per vector) */
+    gpu->row_serial = !gpu->row_serial;
+    random_shape(cpu, vk, 2, 16, 32, 4, 2, 64, 0x55);
+    random_shape(cpu, vk, 3, 31, 31, 31, 1, 31, 0x56);
+    gpu->row_serial = !gpu->row_serial;
+    test_close(cpu);
+    test_close(vk);
+}
+
 int main(int argc, char **argv)
 {
     golden_dir = argc > 1 ? argv[1] : "tests/golden";
@@ -176,5 +205,7 @@ int main(int argc, char **argv)
     printf("  worst relative error vs golden: %.3g\n", worst_golden);
     random_shapes();
     printf("  worst relative error CPU vs Vulkan on random shapes: %.3g\n", worst_random);
+    other_kernels();
+    printf("  worst relative error CPU vs Vulkan with the other kernel variants too: %.3g\n", worst_random);
     return test_finish("test_layer");
 }

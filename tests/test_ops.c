@@ -1,10 +1,13 @@
 /* Every ViT op (host/ops/ops.h) on both paths: random inputs, run at once on the CPU path (host
  * arena) and recorded into a program on Vulkan, compared within 1e-5 of each output's largest
  * magnitude (1e-4 for the long sum of squares); odd sizes that are multiples of no workgroup or
- * tile. Then a chain of ops recorded once and replayed (barriers), and a row count above
- * maxComputeWorkGroupCount[0] where that is small enough to try. */
+ * tile. Then a chain of ops recorded once and replayed (barriers), the ops that use the matmul
+ * with each matmul shader forced, the row kernels in their other mode (a workgroup or an
+ * invocation per row), and a row count above maxComputeWorkGroupCount[0] where that is small
+ * enough to try. */
 #define _POSIX_C_SOURCE 200809L
 #include "common/interface.h"
+#include "ops/matmul.h"
 #include "ops/ops.h"
 #include "test_vk.h"
 
@@ -563,6 +566,27 @@ int main(void)
     cfg.lr_mult = 3.0f; /* a per-tensor learning-rate multiplier (the Soft MoE scales) */
     test_adamw(1001, 5.0f, 1e-3f, 2.0f, cfg);
     test_chain(37, 13);
+    /* the ops that use the matmul with each matmul shader forced (its first usable row; every
+     * row is checked on every feature in test_matmul), on rows at and off multiples of 4 floats */
+    for (uint32_t i = 0; i < smoe_matmul_variant_count(); i++) {
+        if (!test_first_of_shader(gpu, i)) continue;
+        snprintf(gpu->matmul_variant, sizeof gpu->matmul_variant, "%s", smoe_matmul_variant_name(i));
+        for (int odd = 0; odd < 2; odd++) {
+            test_linear(37, 16 + odd, 12);
+            test_mlp(37, 12 + odd, 20);
+            test_attention(3, 9, 12 + 3 * odd, 3);
+        }
+    }
+    gpu->matmul_variant[0] = 0;
+    /* the row kernels (layernorm, softmax, cross-entropy) the other way too: a workgroup per row
+     * where the device chose an invocation per row, and the reverse */
+    gpu->row_serial = !gpu->row_serial;
+    test_layernorm(37, 13, 1);
+    test_layernorm(9, 200, 1);
+    test_attention(2, 67, 12, 3);
+    test_cross_entropy(37, 100, 1);
+    test_cross_entropy(5, 10, 0);
+    gpu->row_serial = !gpu->row_serial;
     /* more rows than one grid dimension holds, where that is small enough to try */
     uint32_t maxx = gpu->info.max_workgroup_count[0];
     if (maxx < (1u << 17)) test_layernorm((int)maxx + 5, 3, 0);

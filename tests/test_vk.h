@@ -27,6 +27,13 @@ static inline smoe_context *test_open(const char *spec)
         smoe_context_destroy(ctx);
         return NULL;
     }
+    /* CI's second Vulkan implementation: the loader falls back to the system driver without a
+     * word when the one asked for does not load, so the tests check the driver they got. */
+    const char *want = getenv("SOFTMOE_EXPECT_DRIVER");
+    smoe_device_info info;
+    if (want && want[0] && smoe_context_device(ctx, &info, NULL) == SMOE_OK && info.index >= 0)
+        CHECK_MSG(strstr(info.driver_info, want) != NULL, "SOFTMOE_EXPECT_DRIVER is \"%s\", the driver is \"%s\" (%s)",
+                  want, info.driver_info, info.driver_name);
     return ctx;
 }
 
@@ -46,5 +53,18 @@ static inline float test_rand(uint64_t *s)
     *s ^= *s << 17;
     return (float)((*s >> 40) & 0xffffff) / 8388608.0f - 1.0f;
 }
+
+/* Variant index i is the first usable row of its shader (the tests of whole ops force one row per
+ * shader; tests/test_matmul.c forces every row on every feature of the family). */
+#ifdef SMOE_OPS_MATMUL_H
+static inline int test_first_of_shader(const smoe_gpu *gpu, uint32_t i)
+{
+    if (!smoe_matmul_variant_usable(gpu, i)) return 0;
+    for (uint32_t j = 0; j < i; j++)
+        if (smoe_matmul_variant_usable(gpu, j) && !strcmp(smoe_matmul_variant_shader(j), smoe_matmul_variant_shader(i)))
+            return 0;
+    return 1;
+}
+#endif
 
 #endif

@@ -10,10 +10,12 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include "bench.h"
 #include "cli.h"
 #include "context.h"
 #include "ops/sparse_moe_layer.h"
 #include "pipeline.h"
+#include "profile.h"
 #include "record.h"
 #include "safetensors.h"
 
@@ -25,8 +27,11 @@ typedef struct bench_opts {
     int ndev;
     int shapes[MAX_SHAPES][5];
     int nshape;
-    int json, repeat, skip_vit, vit_batch, keep_sweep, routers;
+    int matmuls[MAX_SHAPES][5]; /* M, N, K, trans_a, trans_b */
+    int nmatmul;
+    int json, repeat, skip_vit, vit_batch, keep_sweep, routers, profile;
     const char *vit_model;
+    const char *variant; /* --variant: the one matmul variant --matmul times */
 } bench_opts;
 
 static int cmp_double(const void *a, const void *b)
@@ -140,6 +145,39 @@ static double vulkan_peak(smoe_context *ctx)
     return gflops;
 }
 
+/* ---- Profiles ---- */
+
+/* Attaches prof to ctx's gpu (NULL detaches); 0 when there is nothing to profile (the CPU path,
+ * a queue without timestamps). */
+static int profile_attach(smoe_context *ctx, smoe_profile *prof)
+{
+    smoe_gpu *gpu = smoe_ctx_gpu(ctx);
+    if (!gpu || !gpu->info.timestamps) return 0;
+    gpu->profile = prof;
+    return 1;
+}
+
+/* The per-kernel table of replays runs of what, slowest first. */
+static void print_profile(const char *label, const char *dname, const char *what, smoe_profile *prof, int replays,
+                          int json)
+{
+    smoe_profile_sort(prof);
+    double total = smoe_profile_total_ms(prof);
+    if (!json) printf("%-9s profile of %s, GPU time per run %.2f ms%s:\n", label, what, total / replays,
+                      prof->failed ? " (incomplete: out of memory)" : "");
+    for (size_t i = 0; i < prof->count; i++) {
+        const smoe_profile_row *r = &prof->rows[i];
+        double share = total > 0 ? r->ms / total : 0;
+        if (json)
+            printf("{\"device\": \"%s\", \"device_name\": \"%s\", \"kind\": \"profile\", \"of\": \"%s\", "
+                   "\"kernel\": \"%s\", \"count\": %.1f, \"ms\": %.4f, \"share\": %.4f}\n",
+                   label, dname, what, r->label, (double)r->count / replays, r->ms / replays, share);
+        else
+            printf("    %-60s %6.1fx %10.3f ms %5.1f%%\n", r->label, (double)r->count / replays, r->ms / replays,
+                   100 * share);
+    }
+}
+
 /* ---- The layer ---- */
 
 static uint8_t *layer_model(int d, int n, int p, int h, size_t *size)
@@ -168,22 +206,43 @@ static uint8_t *layer_model(int d, int n, int p, int h, size_t *size)
     return img;
 }
 
+/* s as the inside of a JSON string (quotes, backslashes, control characters escaped). */
+static void json_text(const char *s, char *out, size_t size)
+{
+    size_t n = 0;
+    for (; *s && n + 7 < size; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') out[n++] = '\\', out[n++] = (char)c;
+        else if (c < 0x20) n += (size_t)snprintf(out + n, size - n, "\\u%04x", c);
+        else out[n++] = (char)c;
+    }
+    out[n] = 0;
+}
+
 typedef struct result {
     double ms_min, ms_median;
+    char skipped[320]; /* why a device could not run the shape (too large for it), or "" */
 } result;
 
-/* keep: experts kept per input (smoe_model_set_keep_experts; 0: all) */
-static int time_layer(smoe_context *ctx, const int *sh, int backward, int repeat, int keep, result *r)
+/* keep: experts kept per input (smoe_model_set_keep_experts; 0: all). With prof, the runs after
+ * the warm-up are profiled into it (the program is recorded with timestamps, so a profiled run is
+ * not one of the timed ones). */
+static int time_layer(smoe_context *ctx, const int *sh, int backward, int repeat, int keep, result *r, smoe_profile *prof)
 {
     int b = sh[0], m = sh[1], d = sh[2], n = sh[3], p = sh[4], h = 4 * d;
     size_t size;
     uint8_t *img = layer_model(d, n, p, h, &size);
     smoe_model *model = NULL;
-    if (!img || smoe_model_load_memory(ctx, img, size, &model)) {
-        free(img);
-        return cli_fail(ctx, SMOE_ERROR_OUT_OF_HOST_MEMORY, "making the layer");
-    }
+    r->skipped[0] = 0;
+    smoe_status lst = img ? smoe_model_load_memory(ctx, img, size, &model) : SMOE_ERROR_OUT_OF_HOST_MEMORY;
     free(img);
+    if (lst == SMOE_ERROR_TOO_LARGE || lst == SMOE_ERROR_OUT_OF_DEVICE_MEMORY) {
+        /* a shape this device cannot hold: noted, and the other measurements go on */
+        snprintf(r->skipped, sizeof r->skipped, "%s", smoe_last_error(ctx));
+        fprintf(stderr, "bench: skipped: %s\n", r->skipped);
+        return 0;
+    }
+    if (lst) return cli_fail(ctx, lst, "making the layer");
     smoe_status kst = smoe_model_set_keep_experts(model, keep, 0);
     if (kst) {
         smoe_model_free(model);
@@ -195,12 +254,15 @@ static int time_layer(smoe_context *ctx, const int *sh, int backward, int repeat
     for (size_t i = 0; x && dy && i < io; i++) x[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f, dy[i] = 1e-3f;
     double *t = calloc((size_t)repeat, sizeof *t);
     int rc = 0;
+    if (prof) profile_attach(ctx, prof);
     for (int k = -2; k < repeat && !rc; k++) { /* two warm-up runs: pipelines, recording */
+        if (k == 0 && prof) smoe_profile_clear(prof);
         double t0 = cli_now();
         smoe_status st = backward ? smoe_layer_forward_backward(model, b, m, x, dy, y, dx, NULL) : smoe_layer_forward(model, b, m, x, y);
         if (st) rc = cli_fail(ctx, st, "running the layer");
         if (k >= 0) t[k] = (cli_now() - t0) * 1e3;
     }
+    if (prof) profile_attach(ctx, NULL);
     if (!rc) {
         qsort(t, (size_t)repeat, sizeof *t, cmp_double);
         r->ms_min = t[0];
@@ -271,6 +333,14 @@ static int time_sparse(smoe_context *ctx, const int *sh, int r, int backward, in
     if (!st) st = smoe_arena_reserve(&a, 8, &L.step, &err);
     if (!st) st = smoe_sparse_reserve(&L, &d, &a, 1, &err);
     if (!st) st = smoe_arena_commit(&a, &err);
+    res->skipped[0] = 0;
+    if (st == SMOE_ERROR_TOO_LARGE || st == SMOE_ERROR_OUT_OF_DEVICE_MEMORY) {
+        /* a shape this device cannot hold: noted, and the other measurements go on */
+        snprintf(res->skipped, sizeof res->skipped, "%.300s", err.msg);
+        fprintf(stderr, "bench: skipped: %s\n", res->skipped);
+        smoe_arena_release(&a);
+        return 0;
+    }
     float *buf = st ? NULL : malloc(n * H * D * 4 > io * 4 ? n * H * D * 4 : io * 4);
     if (!st && !buf) st = smoe_fail(&err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     for (int i = 0; i < 9 && !st; i++) {
@@ -321,7 +391,9 @@ static int time_sparse(smoe_context *ctx, const int *sh, int r, int backward, in
 
 /* ---- The ViT ---- */
 
-static int time_vit(smoe_context *ctx, const bench_opts *o, double *infer_ips, double *train_ips, char *name, size_t name_size)
+/* With prof (two of them: inference, training), the runs after the warm-up are profiled. */
+static int time_vit(smoe_context *ctx, const bench_opts *o, double *infer_ips, double *train_ips, char *name, size_t name_size,
+                    smoe_profile *prof)
 {
     smoe_model *model = NULL;
     smoe_status st;
@@ -348,15 +420,19 @@ static int time_vit(smoe_context *ctx, const bench_opts *o, double *infer_ips, d
     smoe_train_config cfg;
     smoe_train_config_default(&cfg);
     int rc = 0, reps = smoe_ctx_gpu(ctx) && (smoe_ctx_gpu(ctx)->quirks & SMOE_QUIRK_CPU_DRIVER) ? 2 : 5;
+    if (prof) reps = 1;
     for (int mode = 0; mode < 2 && !rc; mode++) {
         double best = 1e30;
+        if (prof) profile_attach(ctx, &prof[mode]);
         for (int k = -1; k < reps && !rc; k++) {
+            if (k == 0 && prof) smoe_profile_clear(&prof[mode]);
             double t0 = cli_now();
             st = mode ? smoe_vit_train_step(model, &cfg, B, images, labels, &loss, NULL) : smoe_vit_infer(model, B, images, logits);
             if (st) rc = cli_fail(ctx, st, mode ? "training" : "inference");
             double t = cli_now() - t0;
             if (k >= 0 && t < best) best = t;
         }
+        if (prof) profile_attach(ctx, NULL);
         *(mode ? train_ips : infer_ips) = B / best;
     }
     free(images), free(logits), free(labels);
@@ -399,11 +475,12 @@ static int bench_keep(const bench_opts *o)
                 fprintf(stderr, "bench: %s layer (%d,%d,%d,%d,%d) forward keeping %d of %d experts...\n", label, sh[0],
                         sh[1], sh[2], sh[3], sh[4], k, n);
                 result r = {0};
-                int rc = time_layer(ctx, sh, 0, reps, k, &r);
+                int rc = time_layer(ctx, sh, 0, reps, k, &r, NULL);
                 if (rc) {
                     smoe_context_destroy(ctx);
                     return rc;
                 }
+                if (r.skipped[0]) break; /* a shape this device cannot hold, said on stderr */
                 if (!step) all = r;
                 double speedup = all.ms_min / r.ms_min;
                 if (o->json)
@@ -428,11 +505,13 @@ int cmd_bench(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         long v;
         if (!strcmp(argv[i], "--json")) o.json = 1;
+        else if (!strcmp(argv[i], "--profile")) o.profile = 1;
         else if (!strcmp(argv[i], "--routers")) o.routers = 1;
         else if (!strcmp(argv[i], "--no-vit")) o.skip_vit = 1;
         else if (!strcmp(argv[i], "--keep-experts")) o.keep_sweep = 1;
         else if (!strcmp(argv[i], "--device") && i + 1 < argc && o.ndev < MAX_DEVICES) o.devices[o.ndev++] = argv[++i];
         else if (!strcmp(argv[i], "--vit") && i + 1 < argc) o.vit_model = argv[++i];
+        else if (!strcmp(argv[i], "--variant") && i + 1 < argc) o.variant = argv[++i];
         else if (!strcmp(argv[i], "--repeat") && i + 1 < argc && cli_int(argv[i + 1], 1, 1000, &v)) o.repeat = (int)v, i++;
         else if (!strcmp(argv[i], "--vit-batch") && i + 1 < argc && cli_int(argv[i + 1], 1, 4096, &v)) o.vit_batch = (int)v, i++;
         else if (!strcmp(argv[i], "--shape") && i + 1 < argc && o.nshape < MAX_SHAPES) {
@@ -443,7 +522,21 @@ int cmd_bench(int argc, char **argv)
                 return 2;
             }
             o.nshape++;
+        } else if (!strcmp(argv[i], "--matmul") && i + 1 < argc && o.nmatmul < MAX_SHAPES) {
+            int *s = o.matmuls[o.nmatmul];
+            s[3] = s[4] = 0;
+            int n = sscanf(argv[++i], "%d,%d,%d,%d,%d", &s[0], &s[1], &s[2], &s[3], &s[4]);
+            if ((n != 3 && n != 5) || s[0] < 1 || s[1] < 1 || s[2] < 1 || (unsigned)s[3] > 1 || (unsigned)s[4] > 1) {
+                fprintf(stderr, "softmoe bench: --matmul wants M,N,K or M,N,K,trans_a,trans_b (0 or 1)\n");
+                return 2;
+            }
+            o.nmatmul++;
         } else {
+            fprintf(stderr, "usage: softmoe bench [--device D]... [--shape b,m,d,n,p]... [--matmul M,N,K[,ta,tb]]...\n"
+                            "                     [--variant NAME] [--json] [--repeat N] [--profile] [--no-vit] [--vit MODEL] [--vit-batch N]\n"
+                            "default: cpu and every Vulkan device; the paper's shapes (expert hidden 4d) and the ViT;\n"
+                            "--matmul alone: only those products, on every matmul variant of each Vulkan device (or --variant's);\n"
+                            "--profile: then each Vulkan measurement once more with per-kernel GPU times\n");
             fprintf(stderr, "usage: softmoe bench [--device D]... [--shape b,m,d,n,p]... [--json] [--repeat N]\n"
                             "                     [--no-vit] [--vit MODEL] [--vit-batch N] [--keep-experts] [--routers]\n"
                             "default: cpu and every Vulkan device; the paper's shapes (expert hidden 4d)\n"
@@ -453,7 +546,9 @@ int cmd_bench(int argc, char **argv)
             return 2;
         }
     }
-    if (!o.nshape) {
+    int only_matmul = o.nmatmul && !o.nshape;
+    if (only_matmul) o.skip_vit = 1;
+    if (!o.nshape && !only_matmul) {
         const int paper[4][5] = {{8, 196, 384, 128, 1}, {8, 196, 384, 32, 4}, {4, 256, 768, 128, 2}, {32, 64, 256, 16, 4}};
         memcpy(o.shapes, paper, sizeof paper);
         o.nshape = 4;
@@ -483,35 +578,77 @@ int cmd_bench(int argc, char **argv)
         device_label(ctx, label[dv], sizeof label[dv], dname[dv], sizeof dname[dv]);
         int is_cpu = smoe_ctx_gpu(ctx) == NULL;
         if (is_cpu) cpu_index = dv;
+        int slow = !is_cpu && (smoe_ctx_gpu(ctx)->quirks & SMOE_QUIRK_CPU_DRIVER);
+        for (int s = 0; s < o.nmatmul && !rc; s++)
+            rc = bench_matmul(ctx, label[dv], dname[dv], o.matmuls[s], slow && o.repeat > 3 ? 3 : o.repeat, o.variant, o.json);
+        if (only_matmul) {
+            smoe_context_destroy(ctx);
+            continue;
+        }
         fprintf(stderr, "bench: %s (%s): peak...\n", label[dv], dname[dv]);
         peak[dv] = is_cpu ? cpu_peak() : vulkan_peak(ctx);
         if (is_cpu) gemm = sgemm_peak();
+        smoe_profile prof[2] = {{0}};
+        int profiling = o.profile && profile_attach(ctx, NULL);
         for (int s = 0; s < o.nshape && !rc; s++)
             for (int pass = 0; pass < 2 && !rc; pass++) {
                 const int *sh = o.shapes[s];
-                fprintf(stderr, "bench: %s layer (%d,%d,%d,%d,%d) %s...\n", label[dv], sh[0], sh[1], sh[2], sh[3], sh[4],
-                        pass ? "forward+backward" : "forward");
-                int reps = !is_cpu && (smoe_ctx_gpu(ctx)->quirks & SMOE_QUIRK_CPU_DRIVER) && o.repeat > 3 ? 3 : o.repeat;
-                rc = time_layer(ctx, sh, pass, reps, 0, &res[dv][s][pass]);
+                const char *pname = pass ? "forward+backward" : "forward";
+                fprintf(stderr, "bench: %s layer (%d,%d,%d,%d,%d) %s...\n", label[dv], sh[0], sh[1], sh[2], sh[3], sh[4], pname);
+                int reps = slow && o.repeat > 3 ? 3 : o.repeat;
+                rc = time_layer(ctx, sh, pass, reps, 0, &res[dv][s][pass], NULL);
                 for (int r = 0; r < ROUTERS && o.routers && !rc; r++) {
-                    fprintf(stderr, "bench: %s %s layer %s...\n", label[dv], router_names[r], pass ? "forward+backward" : "forward");
+                    fprintf(stderr, "bench: %s %s layer %s...\n", label[dv], router_names[r], pname);
                     rc = time_sparse(ctx, sh, r, pass, reps, &sres[dv][s][r][pass]);
                 }
+                if (rc || !profiling || res[dv][s][pass].skipped[0]) continue;
+                fprintf(stderr, "bench: %s layer (%d,%d,%d,%d,%d) %s, profiled...\n", label[dv], sh[0], sh[1], sh[2], sh[3],
+                        sh[4], pname);
+                result ignored;
+                rc = time_layer(ctx, sh, pass, 2, 0, &ignored, &prof[0]);
+                char what[96];
+                snprintf(what, sizeof what, "layer (%d,%d,%d,%d,%d) %s", sh[0], sh[1], sh[2], sh[3], sh[4], pname);
+                if (!rc) print_profile(label[dv], dname[dv], what, &prof[0], 2, o.json);
+                smoe_profile_clear(&prof[0]);
             }
         if (!o.skip_vit && !rc) {
             fprintf(stderr, "bench: %s ViT...\n", label[dv]);
-            rc = time_vit(ctx, &o, &vit_inf[dv], &vit_train[dv], vit_name, sizeof vit_name);
+            rc = time_vit(ctx, &o, &vit_inf[dv], &vit_train[dv], vit_name, sizeof vit_name, NULL);
+            if (!rc && profiling) {
+                double ignored[2];
+                fprintf(stderr, "bench: %s ViT, profiled...\n", label[dv]);
+                rc = time_vit(ctx, &o, &ignored[0], &ignored[1], vit_name, sizeof vit_name, prof);
+                char what[2][320];
+                snprintf(what[0], sizeof what[0], "ViT inference, batch %d", o.vit_batch);
+                snprintf(what[1], sizeof what[1], "ViT training step, batch %d", o.vit_batch);
+                for (int mode = 0; mode < 2 && !rc; mode++) print_profile(label[dv], dname[dv], what[mode], &prof[mode], 1, o.json);
+            }
         }
+        smoe_profile_clear(&prof[0]);
+        smoe_profile_clear(&prof[1]);
         smoe_context_destroy(ctx);
     }
-    if (rc) return rc;
+    if (rc || only_matmul) return rc;
     for (int dv = 0; dv < o.ndev; dv++) {
         for (int s = 0; s < o.nshape; s++)
             for (int pass = 0; pass < 2; pass++) {
                 const int *sh = o.shapes[s];
                 result *r = &res[dv][s][pass];
+                if (r->skipped[0]) {
+                    char why[2048];
+                    json_text(r->skipped, why, sizeof why);
+                    if (o.json)
+                        printf("{\"device\": \"%s\", \"device_name\": \"%s\", \"kind\": \"layer\", \"shape\": [%d, %d, %d, "
+                               "%d, %d], \"pass\": \"%s\", \"skipped\": \"%s\"}\n",
+                               label[dv], dname[dv], sh[0], sh[1], sh[2], sh[3], sh[4], pass ? "forward+backward" : "forward",
+                               why);
+                    else
+                        printf("%-9s (%3d,%3d,%3d,%3d,%d) %-16s skipped: %s\n", label[dv], sh[0], sh[1], sh[2], sh[3], sh[4],
+                               pass ? "forward+backward" : "forward", r->skipped);
+                    continue;
+                }
                 double gf = layer_gflop(sh, pass) / (r->ms_min / 1e3);
-                double vs_cpu = cpu_index >= 0 ? res[cpu_index][s][pass].ms_min / r->ms_min : 0;
+                double vs_cpu = cpu_index >= 0 && !res[cpu_index][s][pass].skipped[0] ? res[cpu_index][s][pass].ms_min / r->ms_min : 0;
                 double gbs = layer_weight_bytes(sh, pass) / (r->ms_min / 1e3) / 1e9;
                 if (o.json)
                     printf("{\"device\": \"%s\", \"device_name\": \"%s\", \"kind\": \"layer\", \"router\": \"soft\", \"shape\": [%d, %d, %d, %d, %d], "
@@ -530,19 +667,22 @@ int cmd_bench(int argc, char **argv)
                 for (int pass = 0; pass < 2; pass++) {
                     const int *sh = o.shapes[s];
                     const result *q = &sres[dv][s][r][pass], *soft = &res[dv][s][pass];
+                    if (q->skipped[0]) continue; /* said on stderr */
+                    double soft_time = soft->skipped[0] ? 0 : q->ms_min / soft->ms_min;
                     double gf = sparse_gflop(sh, r, pass) / (q->ms_min / 1e3);
-                    double vs_cpu = cpu_index >= 0 ? sres[cpu_index][s][r][pass].ms_min / q->ms_min : 0;
+                    double vs_cpu = cpu_index >= 0 && !sres[cpu_index][s][r][pass].skipped[0]
+                                        ? sres[cpu_index][s][r][pass].ms_min / q->ms_min : 0;
                     if (o.json)
                         printf("{\"device\": \"%s\", \"device_name\": \"%s\", \"kind\": \"layer\", \"router\": \"%s\", "
                                "\"shape\": [%d, %d, %d, %d, %d], \"pass\": \"%s\", \"ms_min\": %.3f, \"ms_median\": %.3f, "
                                "\"gflops\": %.2f, \"speedup_vs_cpu\": %.3f, \"time_vs_soft\": %.3f}\n",
                                label[dv], dname[dv], router_names[r], sh[0], sh[1], sh[2], sh[3], sh[4],
-                               pass ? "forward+backward" : "forward", q->ms_min, q->ms_median, gf, vs_cpu, q->ms_min / soft->ms_min);
+                               pass ? "forward+backward" : "forward", q->ms_min, q->ms_median, gf, vs_cpu, soft_time);
                     else
                         printf("%-9s (%3d,%3d,%3d,%3d,%d) %-16s %-17s %9.2f ms (median %9.2f) %7.1f GFLOP/s  %5.2fx cpu  %5.2fx "
                                "soft's time\n",
                                label[dv], sh[0], sh[1], sh[2], sh[3], sh[4], pass ? "forward+backward" : "forward", router_names[r],
-                               q->ms_min, q->ms_median, gf, vs_cpu, q->ms_min / soft->ms_min);
+                               q->ms_min, q->ms_median, gf, vs_cpu, soft_time);
                 }
         if (!o.skip_vit) {
             if (o.json)

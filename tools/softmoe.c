@@ -115,7 +115,12 @@ static void print_info(const smoe_device_info *d)
     printf("    device-local memory  %llu MiB\n", (unsigned long long)(d->device_local_memory >> 20));
     printf("    16-bit storage       %s, float16 %s\n", d->storage_buffer_16bit ? "yes" : "no",
            d->shader_float16 ? "yes" : "no");
-    printf("    timestamps           %s (period %.3g ns)\n", d->timestamps ? "yes" : "no", d->timestamp_period_ns);
+    printf("    timestamps           %s (period %.3g ns, %u valid bits%s)\n", d->timestamps ? "yes" : "no",
+           d->timestamp_period_ns, d->timestamp_valid_bits,
+           d->timestamp_compute_and_graphics ? ", all compute and graphics queues" : "");
+    printf("    texel buffers        %u elements, offsets aligned to %llu bytes, rgba32f %s, r32f %s\n",
+           d->max_texel_buffer_elements, (unsigned long long)d->min_texel_buffer_offset_alignment,
+           d->texel_buffer_rgba32f ? "yes" : "no", d->texel_buffer_r32f ? "yes" : "no");
     printf("    push descriptors     %s\n", d->push_descriptors ? "yes" : "no");
 }
 

@@ -74,12 +74,12 @@ static smoe_status record_forward_keep(smoe_program *p, const smoe_layer_tensors
     if ((st = smoe_record_matmul(p, &mm, err))) return st;
 
     /* 8. fc1 over the rows routed to each expert (at most b*p of them; b*k*p/n on average, which
-     * picks the tile): pre_e = X~_e W1_e^T + b1_e */
+     * picks the tile): pre_e = X~_e W1_e^T + b1_e, and gelu(pre_e) */
     uint32_t rows_per_expert = smoe_div_up((uint64_t)B * kp, n);
     mm = (smoe_matmul){
         .M = R, .N = H, .K = D, .batch = n, .trans_b = 1,
         .a = smoe_mm_plain(L->slots, D, 0), .b = smoe_mm_plain(L->w1, D, H * D), .c = smoe_mm_plain(L->pre, H, R * H),
-        .epi = SMOE_EPI_BIAS, .bias = L->b1, .bias_bs = H,
+        .epi = SMOE_EPI_BIAS | SMOE_EPI_STORE_GELU, .bias = L->b1, .bias_bs = H, .gelu_out = L->hidden,
         .gather = SMOE_GATHER_A_ROW | SMOE_GATHER_COUNT, .idx = L->keep_rows, .idx_off = n, .idx_bs = R,
         .tile_m = rows_per_expert,
     };
@@ -88,8 +88,8 @@ static smoe_status record_forward_keep(smoe_program *p, const smoe_layer_tensors
     /* 9. fc2, written back to the kept slot rows: Y~_e = gelu(pre_e) W2_e^T + b2_e */
     mm = (smoe_matmul){
         .M = R, .N = D, .K = H, .batch = n, .trans_b = 1,
-        .a = smoe_mm_plain(L->pre, H, R * H), .b = smoe_mm_plain(L->w2, H, D * H), .c = smoe_mm_plain(L->slots_out, D, 0),
-        .a_xform = SMOE_XFORM_GELU, .epi = SMOE_EPI_BIAS, .bias = L->b2, .bias_bs = D,
+        .a = smoe_mm_plain(L->hidden, H, R * H), .b = smoe_mm_plain(L->w2, H, D * H), .c = smoe_mm_plain(L->slots_out, D, 0),
+        .epi = SMOE_EPI_BIAS, .bias = L->b2, .bias_bs = D,
         .gather = SMOE_GATHER_C_ROW | SMOE_GATHER_COUNT, .idx = L->keep_rows, .idx_off = n, .idx_bs = R,
         .tile_m = rows_per_expert,
     };

@@ -7,7 +7,7 @@
 smoe_status smoe_record_colsum(smoe_program *p, smoe_tensor x, smoe_tensor out, uint32_t rows, uint32_t cols, uint32_t ld,
                                uint32_t bs, uint32_t g, uint32_t gs, uint32_t out_bs, uint32_t batch, smoe_err *err)
 {
-    uint32_t spec[4] = {32, 8, 1, 0};
+    uint32_t spec[4] = {32, p->gpu->row_serial ? 1 : 8, 1, 0}; /* no tree over y where barriers are loops */
     const smoe_pipeline *pl;
     smoe_status st = smoe_pipeline_get(p->gpu, "colsum", 2, sizeof(smoe_push_colsum), spec, 4, &pl, err);
     if (st) return st;
@@ -19,19 +19,19 @@ smoe_status smoe_record_colsum(smoe_program *p, smoe_tensor x, smoe_tensor out, 
 
 smoe_status smoe_record_experts_forward(smoe_program *p, const smoe_experts_rec *r, smoe_err *err)
 {
-    /* fc1: pre_e = X_e W1_e^T + b1_e */
+    /* fc1: pre_e = X_e W1_e^T + b1_e, and gelu(pre_e) */
     smoe_matmul mm = {
         .M = r->rows, .N = r->h, .K = r->d, .batch = r->n, .trans_b = 1,
         .a = r->x, .b = smoe_mm_plain(r->w1, r->d, r->h * r->d), .c = smoe_mm_plain(r->pre, r->h, r->rows * r->h),
-        .epi = SMOE_EPI_BIAS, .bias = r->b1, .bias_bs = r->h,
+        .epi = SMOE_EPI_BIAS | SMOE_EPI_STORE_GELU, .bias = r->b1, .bias_bs = r->h, .gelu_out = r->hidden,
     };
     smoe_status st = smoe_record_matmul(p, &mm, err);
     if (st) return st;
     /* fc2: Y_e = gelu(pre_e) W2_e^T + b2_e */
     mm = (smoe_matmul){
         .M = r->rows, .N = r->d, .K = r->h, .batch = r->n, .trans_b = 1,
-        .a = smoe_mm_plain(r->pre, r->h, r->rows * r->h), .b = smoe_mm_plain(r->w2, r->h, r->d * r->h), .c = r->y,
-        .a_xform = SMOE_XFORM_GELU, .epi = SMOE_EPI_BIAS, .bias = r->b2, .bias_bs = r->d,
+        .a = smoe_mm_plain(r->hidden, r->h, r->rows * r->h), .b = smoe_mm_plain(r->w2, r->h, r->d * r->h), .c = r->y,
+        .epi = SMOE_EPI_BIAS, .bias = r->b2, .bias_bs = r->d,
     };
     return smoe_record_matmul(p, &mm, err);
 }
@@ -52,7 +52,7 @@ smoe_status smoe_record_experts_backward(smoe_program *p, const smoe_experts_rec
     /* G_W2_e = G_Y_e^T gelu(pre_e) */
     mm = (smoe_matmul){
         .M = D, .N = H, .K = R, .batch = n, .trans_a = 1,
-        .a = gy, .b = smoe_mm_plain(r->pre, H, R * H), .c = smoe_mm_plain(g_w2, H, D * H), .b_xform = SMOE_XFORM_GELU,
+        .a = gy, .b = smoe_mm_plain(r->hidden, H, R * H), .c = smoe_mm_plain(g_w2, H, D * H),
     };
     if ((st = smoe_record_matmul(p, &mm, err))) return st;
     /* G_b2_e = sum over the rows of G_Y_e */

@@ -12,6 +12,8 @@ typedef struct smoe_experts_rec {
     uint32_t n, rows, d, h;        /* experts, rows per expert, model dim, hidden */
     smoe_tensor w1, b1, w2, b2;    /* [n, h, d], [n, h], [n, d, h], [n, d] */
     smoe_tensor pre;               /* [n, rows, h] fc1 pre-activations */
+    smoe_tensor hidden;            /* [n, rows, h] gelu(pre), written by fc1 beside pre: fc2 and the
+                                      gradient of W2 then read it without a transform */
     smoe_mm_operand x, y;          /* the rows in, and Y out */
 } smoe_experts_rec;
 

@@ -1,6 +1,6 @@
-/* Recording the matmul family (shaders/matmul.comp). Every matmul of the Soft MoE layer is
- * described by an smoe_matmul and recorded with smoe_record_matmul; tile sizes come from a
- * table keyed by the device's capability record. */
+/* Recording the matmul family. Every matmul of the Soft MoE layer and the ViT is described by an
+ * smoe_matmul and recorded with smoe_record_matmul, which chooses among the family's variants
+ * (matmul.c: a table filtered by the device's capability record, and autotuning). */
 #ifndef SMOE_OPS_MATMUL_H
 #define SMOE_OPS_MATMUL_H
 
@@ -29,7 +29,7 @@ typedef struct smoe_matmul {
     uint32_t a_xform, b_xform;     /* SMOE_XFORM_* */
     uint32_t epi;                  /* SMOE_EPI_* */
     float alpha;                   /* 0 means 1 */
-    smoe_tensor bias, aux, stat, rowscale, colscale, scalar; /* as the flags need them */
+    smoe_tensor bias, aux, stat, rowscale, colscale, scalar, gelu_out; /* as the flags need them */
     uint32_t bias_bs, stat_bs, rs_bs, cs_bs;
     /* SMOE_GATHER_*: rows or columns through the uint index tensor idx (see interface.h) */
     uint32_t gather, idx_off, idx_bs;
@@ -37,9 +37,19 @@ typedef struct smoe_matmul {
     uint32_t tile_m; /* the rows to pick the tile for, when fewer than M are expected (0: M) */
 } smoe_matmul;
 
+/* Records mm with the variant chosen for it: the one gpu->matmul_variant forces where it can run
+ * mm, else the one autotuning measured fastest on mm's shape class (when gpu->autotune; measured
+ * on first use, kept in tune.h's file), else the table's (matmul.c). */
 smoe_status smoe_record_matmul(smoe_program *p, const smoe_matmul *mm, smoe_err *err);
 
-/* The tile the table picks for an M x N output on gpu: {BM, BN, BK, TM, TN}. */
-void smoe_matmul_tile(const smoe_gpu *gpu, uint32_t M, uint32_t N, uint32_t tile[5]);
+/* The variants (shared-memory tiles: shaders/matmul.comp; register tiles over texel buffers:
+ * shaders/matmul_texel.comp), by index: their names, and whether gpu can run them at all. */
+uint32_t smoe_matmul_variant_count(void);
+const char *smoe_matmul_variant_name(uint32_t i);
+int smoe_matmul_variant_usable(const smoe_gpu *gpu, uint32_t i);
+/* The shader of variant i: the rows of one shader differ only in their constants. */
+const char *smoe_matmul_variant_shader(uint32_t i);
+/* The variant recording mm would use now, autotuning aside (NULL: a bad forced name). */
+const char *smoe_matmul_choice(smoe_gpu *gpu, const smoe_matmul *mm);
 
 #endif

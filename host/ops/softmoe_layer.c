@@ -29,6 +29,7 @@ smoe_status smoe_layer_reserve(smoe_layer_tensors *L, const smoe_layer_dims *d, 
     if (!st) st = reserve(a, &L->lse_row, B * m, err);
     if (!st) st = reserve(a, &L->slots, B * S * D, err);
     if (!st) st = reserve(a, &L->pre, n * R * H, err);
+    if (!st) st = reserve(a, &L->hidden, n * R * H, err);
     if (!st) st = reserve(a, &L->slots_out, B * S * D, err);
     if (!st) st = smoe_keep_reserve(L, d, a, err);
     if (!backward || st) return st;
@@ -53,17 +54,35 @@ static void grid(const smoe_gpu *gpu, uint32_t count, uint32_t batch, uint32_t g
     groups[2] = batch;
 }
 
-/* One workgroup per row or column vector of a [rows x cols] matrix per batch. */
-static smoe_status record_vectors(smoe_program *p, const char *shader, uint32_t bindings, uint32_t axis,
-                                  uint32_t extra_spec, int has_extra, const smoe_binding *b, uint32_t rows,
-                                  uint32_t cols, uint32_t batch, uint32_t in_bs, uint32_t out_bs, smoe_err *err)
+/* The spec of a row kernel (common/util.glsl): a workgroup per vector, or an invocation per vector
+ * where the device wants that (gpu->row_serial); c3 and c4 its own constants. */
+static void row_spec(const smoe_gpu *gpu, uint32_t c3, uint32_t c4, uint32_t spec[SMOE_ROW_SPEC_COUNT])
 {
-    uint32_t spec[5] = {REDUCE_WG, 1, 1, axis, extra_spec};
+    memset(spec, 0, SMOE_ROW_SPEC_COUNT * sizeof *spec);
+    spec[0] = REDUCE_WG, spec[1] = spec[2] = 1;
+    spec[3] = c3, spec[4] = c4;
+    spec[SMOE_ROW_SERIAL_ID] = gpu->row_serial != 0;
+}
+
+/* Workgroups for count vectors of a row kernel. */
+static void row_grid(const smoe_gpu *gpu, uint32_t count, uint32_t batch, uint32_t groups[3])
+{
+    grid(gpu, gpu->row_serial ? smoe_div_up(count, REDUCE_WG) : count, batch, groups);
+}
+
+/* One workgroup (or invocation) per row or column vector of a [rows x cols] matrix per batch. */
+static smoe_status record_vectors(smoe_program *p, const char *shader, uint32_t bindings, uint32_t axis,
+                                  uint32_t extra_spec, const smoe_binding *b, uint32_t rows, uint32_t cols,
+                                  uint32_t batch, uint32_t in_bs, uint32_t out_bs, smoe_err *err)
+{
+    uint32_t spec[SMOE_ROW_SPEC_COUNT];
+    row_spec(p->gpu, axis, extra_spec, spec);
     const smoe_pipeline *pl;
-    smoe_status st = smoe_pipeline_get(p->gpu, shader, bindings, sizeof(smoe_push_reduce), spec, has_extra ? 5 : 4, &pl, err);
+    smoe_status st =
+        smoe_pipeline_get(p->gpu, shader, bindings, sizeof(smoe_push_reduce), spec, SMOE_ROW_SPEC_COUNT, &pl, err);
     if (st) return st;
     uint32_t groups[3];
-    grid(p->gpu, axis == SMOE_AXIS_ROWS ? rows : cols, batch, groups);
+    row_grid(p->gpu, axis == SMOE_AXIS_ROWS ? rows : cols, batch, groups);
     smoe_push_reduce pc = {rows, cols, in_bs, out_bs, groups[0]};
     return smoe_program_dispatch(p, pl, b, bindings, &pc, sizeof pc, groups, err);
 }
@@ -81,8 +100,9 @@ static smoe_mm_operand expert_rows(smoe_tensor t, const smoe_layer_dims *d)
 static smoe_experts_rec experts_of(const smoe_layer_tensors *L, const smoe_layer_dims *d)
 {
     uint32_t R = (uint32_t)(d->b * d->p);
-    smoe_experts_rec ex = {(uint32_t)d->n, R, (uint32_t)d->d, (uint32_t)d->h, L->w1, L->b1, L->w2, L->b2, L->pre,
-                           expert_rows(L->slots, d), expert_rows(L->slots_out, d)};
+    smoe_experts_rec ex = {.n = (uint32_t)d->n, .rows = R, .d = (uint32_t)d->d, .h = (uint32_t)d->h, .w1 = L->w1,
+                           .b1 = L->b1, .w2 = L->w2, .b2 = L->b2, .pre = L->pre, .hidden = L->hidden,
+                           .x = expert_rows(L->slots, d), .y = expert_rows(L->slots_out, d)};
     return ex;
 }
 
@@ -94,10 +114,10 @@ smoe_status smoe_layer_record_router(smoe_program *p, const smoe_layer_tensors *
 
     /* 1-2. inverse norms of the tokens (rows of X) and of the slot parameters (columns of phi) */
     smoe_binding bx[2] = {{L->x, SMOE_READ}, {L->rinv, SMOE_WRITE}};
-    st = record_vectors(p, "l2norm", 2, SMOE_AXIS_ROWS, 0, 0, bx, B * m, D, 1, 0, 0, err);
+    st = record_vectors(p, "l2norm", 2, SMOE_AXIS_ROWS, 0, bx, B * m, D, 1, 0, 0, err);
     if (st) return st;
     smoe_binding bp[2] = {{L->phi, SMOE_READ}, {L->cinv, SMOE_WRITE}};
-    st = record_vectors(p, "l2norm", 2, SMOE_AXIS_COLS, 0, 0, bp, D, S, 1, 0, 0, err);
+    st = record_vectors(p, "l2norm", 2, SMOE_AXIS_COLS, 0, bp, D, S, 1, 0, 0, err);
     if (st) return st;
 
     /* 3. logits P = diag(r) X phi diag(c), all sequences as one [b*m x S] product */
@@ -111,10 +131,10 @@ smoe_status smoe_layer_record_router(smoe_program *p, const smoe_layer_tensors *
 
     /* 4. log-sum-exp of scale*P per slot (over tokens) and per token (over slots) */
     smoe_binding bs1[3] = {{L->logits, SMOE_READ}, {L->scale, SMOE_READ}, {L->lse_col, SMOE_WRITE}};
-    st = record_vectors(p, "softmax_stats", 3, SMOE_AXIS_COLS, 0, 0, bs1, m, S, B, m * S, S, err);
+    st = record_vectors(p, "softmax_stats", 3, SMOE_AXIS_COLS, 0, bs1, m, S, B, m * S, S, err);
     if (st) return st;
     smoe_binding bs2[3] = {{L->logits, SMOE_READ}, {L->scale, SMOE_READ}, {L->lse_row, SMOE_WRITE}};
-    return record_vectors(p, "softmax_stats", 3, SMOE_AXIS_ROWS, 0, 0, bs2, m, S, B, m * S, m, err);
+    return record_vectors(p, "softmax_stats", 3, SMOE_AXIS_ROWS, 0, bs2, m, S, B, m * S, m, err);
 }
 
 static smoe_status record_forward(smoe_program *p, const smoe_layer_tensors *L, const smoe_layer_dims *d,
@@ -197,7 +217,7 @@ static smoe_status record_backward(smoe_program *p, const smoe_layer_tensors *L,
     if ((st = smoe_record_matmul(p, &mm, err))) return st;
 
     /* 11-12. softmax backward: column sums, then G_L per row, U over G_D, scale partials */
-    uint32_t spec[4] = {REDUCE_WG, 1, 1, 0};
+    uint32_t spec[SMOE_ROW_SPEC_COUNT];
     const smoe_pipeline *pl;
     smoe_binding rb[10] = {
         {L->logits, SMOE_READ},  {L->lse_col, SMOE_READ}, {L->lse_row, SMOE_READ}, {L->g_dispatch, SMOE_READ_WRITE},
@@ -205,10 +225,12 @@ static smoe_status record_backward(smoe_program *p, const smoe_layer_tensors *L,
         {L->scale, SMOE_READ},   {L->partial, SMOE_WRITE},
     };
     for (uint32_t phase = 0; phase < 2; phase++) {
-        spec[3] = phase;
-        if ((st = smoe_pipeline_get(p->gpu, "router_bwd", 10, sizeof(smoe_push_router), spec, 4, &pl, err))) return st;
+        row_spec(p->gpu, phase, 0, spec);
+        if ((st = smoe_pipeline_get(p->gpu, "router_bwd", 10, sizeof(smoe_push_router), spec, SMOE_ROW_SPEC_COUNT, &pl,
+                                    err)))
+            return st;
         uint32_t groups[3];
-        grid(p->gpu, phase == 0 ? S : m, B, groups);
+        row_grid(p->gpu, phase == 0 ? S : m, B, groups);
         smoe_push_router pc = {m, S, groups[0]};
         if ((st = smoe_program_dispatch(p, pl, rb, 10, &pc, sizeof pc, groups, err))) return st;
     }
@@ -232,9 +254,9 @@ static smoe_status record_backward(smoe_program *p, const smoe_layer_tensors *L,
 
     /* 16-17. l2-normalisation backward: dx += per token row, G_phi per slot column */
     smoe_binding lx[4] = {{L->x, SMOE_READ}, {L->q_x, SMOE_READ}, {L->rinv, SMOE_READ}, {L->dx, SMOE_READ_WRITE}};
-    if ((st = record_vectors(p, "l2norm_bwd", 4, SMOE_AXIS_ROWS, 1, 1, lx, B * m, D, 1, 0, 0, err))) return st;
+    if ((st = record_vectors(p, "l2norm_bwd", 4, SMOE_AXIS_ROWS, 1, lx, B * m, D, 1, 0, 0, err))) return st;
     smoe_binding lp[4] = {{L->phi, SMOE_READ}, {L->q_phi, SMOE_READ}, {L->cinv, SMOE_READ}, {L->g_phi, SMOE_WRITE}};
-    return record_vectors(p, "l2norm_bwd", 4, SMOE_AXIS_COLS, 0, 1, lp, D, S, 1, 0, 0, err);
+    return record_vectors(p, "l2norm_bwd", 4, SMOE_AXIS_COLS, 0, lp, D, S, 1, 0, 0, err);
 }
 
 smoe_layer_params smoe_layer_host_params(const smoe_layer_tensors *L)

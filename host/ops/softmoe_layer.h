@@ -15,8 +15,9 @@ typedef struct smoe_layer_tensors {
     smoe_tensor x, y, dy, dx;
     /* forward workspace, kept for backward: inverse norms of tokens [b*m] and slots [S], logits
      * P = X^ Phi^ (unscaled) [b, m, S], log-sum-exp per slot [b, S] and per token [b, m], slots
-     * X~ [b, S, d], expert pre-activations [n, b*p, h], expert outputs Y~ [b, S, d] */
-    smoe_tensor rinv, cinv, logits, lse_col, lse_row, slots, pre, slots_out;
+     * X~ [b, S, d], expert pre-activations [n, b*p, h] and their gelu (written by the same
+     * matmul: its readers then need no transform), expert outputs Y~ [b, S, d] */
+    smoe_tensor rinv, cinv, logits, lse_col, lse_row, slots, pre, hidden, slots_out;
     /* backward workspace */
     smoe_tensor g_slots_out, g_combine, g_pre, g_slots, g_dispatch, colsum, partial, q_x, q_phi;
     /* the CPU path keeps its own workspace layout (softmoe_cpu.h) in one tensor instead */

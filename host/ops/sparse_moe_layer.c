@@ -96,6 +96,7 @@ smoe_status smoe_sparse_reserve(smoe_sparse_tensors *L, const smoe_sparse_dims *
     W(tok_slot, T * pl.A);
     W(xs, rows * D);
     W(pre, rows * H);
+    W(act, rows * H);
     W(out, rows * D);
     if (tc) {
         W(topk_e, T * K);
@@ -116,7 +117,6 @@ smoe_status smoe_sparse_reserve(smoe_sparse_tensors *L, const smoe_sparse_dims *
             W(vals2, (uint64_t)pl.groups * sort_len2(d, &pl));
         }
     } else {
-        W(act, rows * H);
         W(sort, 2 * (uint64_t)smoe_cpu_sparse_sort_words(d));
         W(pack, smoe_cpu_gemm_pack_floats());
     }
@@ -283,8 +283,9 @@ static smoe_status record_slots(smoe_program *p, const char *shader, uint32_t we
 static smoe_experts_rec experts_of(const smoe_sparse_tensors *L, const smoe_sparse_dims *d, const smoe_sparse_plan *pl)
 {
     uint32_t R = (uint32_t)pl->R, D = (uint32_t)d->d, H = (uint32_t)d->h;
-    smoe_experts_rec ex = {(uint32_t)d->n, R, D, H, L->w1, L->b1, L->w2, L->b2, L->pre,
-                           smoe_mm_plain(L->xs, D, R * D), smoe_mm_plain(L->out, D, R * D)};
+    smoe_experts_rec ex = {.n = (uint32_t)d->n, .rows = R, .d = D, .h = H, .w1 = L->w1, .b1 = L->b1, .w2 = L->w2,
+                           .b2 = L->b2, .pre = L->pre, .hidden = L->act, .x = smoe_mm_plain(L->xs, D, R * D),
+                           .y = smoe_mm_plain(L->out, D, R * D)};
     return ex;
 }
 

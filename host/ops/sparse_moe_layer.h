@@ -24,7 +24,8 @@ typedef struct smoe_sparse_tensors {
     smoe_tensor aux, logits, gates, probs, thresh, topk_e, topk_g, slot_token, slot_gate, tok_slot, stats, group_loss;
     smoe_tensor xs, pre, out, g_out, g_pre, g_xs, dlogits;
     smoe_tensor keys1, vals1, keys2, vals2; /* Vulkan: sort keys and values */
-    smoe_tensor act, sort, pack;            /* CPU path: gelu(pre), sort words, GEMM packing */
+    smoe_tensor act;                        /* gelu(pre) (on Vulkan written by fc1 beside pre) */
+    smoe_tensor sort, pack;                 /* CPU path: sort words, GEMM packing */
 } smoe_sparse_tensors;
 
 /* Checks dims: a clear message for what a layer cannot be. */

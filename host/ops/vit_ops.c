@@ -70,28 +70,32 @@ static void grid(const smoe_gpu *gpu, uint32_t count, uint32_t batch, uint32_t g
     groups[2] = batch;
 }
 
-/* A 2D workgroup {32, y} for column kernels, y a power of two that the device allows. */
+/* A 2D workgroup {32, y} for column kernels, y a power of two that the device allows; y = 1 (no
+ * tree over y, no barrier) where row kernels run an invocation per vector. */
 static void col_wg(const smoe_gpu *gpu, uint32_t spec[3])
 {
-    uint32_t y = COL_WG_Y;
+    uint32_t y = gpu->row_serial ? 1 : COL_WG_Y;
     while (y > 1 && (COL_WG_X * y > gpu->info.max_workgroup_invocations || y > gpu->info.max_workgroup_size[1])) y /= 2;
     spec[0] = COL_WG_X;
     spec[1] = y;
     spec[2] = 1;
 }
 
-/* One workgroup per row of [rows x cols]. */
+/* One workgroup per row of [rows x cols], or one invocation per row (gpu->row_serial: drivers
+ * that run shaders on the CPU; ROW_SERIAL in common/util.glsl). */
 static smoe_status record_rows(smoe_program *p, const char *shader, const smoe_binding *b, uint32_t nb,
                                uint32_t rows, uint32_t cols, float alpha, const uint32_t *extra_spec,
                                uint32_t extra_count, smoe_err *err)
 {
-    uint32_t spec[5] = {ROW_WG, 1, 1, 0, 0};
+    uint32_t serial = p->gpu->row_serial != 0;
+    uint32_t spec[SMOE_ROW_SPEC_COUNT] = {ROW_WG, 1, 1};
     for (uint32_t i = 0; i < extra_count; i++) spec[3 + i] = extra_spec[i];
+    spec[SMOE_ROW_SERIAL_ID] = serial;
     const smoe_pipeline *pl;
-    smoe_status st = smoe_pipeline_get(p->gpu, shader, nb, sizeof(smoe_push_rows), spec, 3 + extra_count, &pl, err);
+    smoe_status st = smoe_pipeline_get(p->gpu, shader, nb, sizeof(smoe_push_rows), spec, SMOE_ROW_SPEC_COUNT, &pl, err);
     if (st) return st;
     uint32_t groups[3];
-    grid(p->gpu, rows, 1, groups);
+    grid(p->gpu, serial ? smoe_div_up(rows, ROW_WG) : rows, 1, groups);
     smoe_push_rows pc = {rows, cols, groups[0], alpha};
     return smoe_program_dispatch(p, pl, b, nb, &pc, sizeof pc, groups, err);
 }

@@ -33,6 +33,11 @@
 #define SMOE_MM_EPI 12
 #define SMOE_MM_GATHER 13
 #define SMOE_MM_SPEC_COUNT 14
+/* matmul_texel.comp also has: operand read as rgba32f texels (1) or r32f (0); BM, BN, BK unused */
+#define SMOE_MM_VEC_A 14
+#define SMOE_MM_VEC_B 15
+#define SMOE_MM_VEC_C 16 /* C, aux, gelu_out, bias and colscale rows at multiples of 4 floats */
+#define SMOE_MM_TEXEL_SPEC_COUNT 17
 
 /* Operand transforms applied on load. */
 #define SMOE_XFORM_NONE 0
@@ -40,13 +45,21 @@
 #define SMOE_XFORM_EXP_COL 2      /* exp(scale*v - stat[column]): dispatch weights D from logits */
 #define SMOE_XFORM_EXP_ROW 3      /* exp(scale*v - stat[row]): combine weights C from logits */
 
-/* Epilogue steps, in this order. */
+/* Epilogue steps, in this order. A specialization constant: as run-time branches, repeated for
+ * every output of an invocation's register tile, they make pipelines several times slower to
+ * compile on CPU drivers. */
 #define SMOE_EPI_ROWSCALE 1u      /* times rowscale[z*rs_bs + r] */
 #define SMOE_EPI_COLSCALE 2u      /* times colscale[z*cs_bs + c] */
 #define SMOE_EPI_SCALAR 4u        /* times scalar[0] */
 #define SMOE_EPI_BIAS 8u          /* plus bias[z*bias_bs + c] */
 #define SMOE_EPI_GELU_GRAD 16u    /* times gelu'(aux[same place as C]) */
 #define SMOE_EPI_ACCUMULATE 32u   /* plus the old value of C */
+#define SMOE_EPI_STORE_GELU 64u   /* and, besides C, gelu(C) at the same place in a second output */
+
+/* Kernels that reduce rows or columns (common/util.glsl, SMOE_ROW_KERNEL): a workgroup per
+ * vector (0) or an invocation per vector (1), a specialization constant of this id. */
+#define SMOE_ROW_SERIAL_ID 7
+#define SMOE_ROW_SPEC_COUNT 8
 
 /* Row indirection (expert-subset inference): an index buffer idx (uint) maps a stored row or
  * column number u of batch z to idx[idx_off + z*idx_bs + u]; with SMOE_GATHER_COUNT, batch z has

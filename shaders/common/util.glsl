@@ -32,10 +32,24 @@ uint item_linear(uint groups_x, uint wg) { return group_linear(groups_x) * wg + 
 // result. A shader that wants them defines SMOE_WG_REDUCE and includes this file after its
 // local_size layout; all invocations must call them (uniform control flow).
 #ifdef SMOE_WG_REDUCE
+// Row kernels (SMOE_ROW_KERNEL: one row or column of a matrix per workgroup) can instead give
+// each invocation a vector of its own (ROW_SERIAL, constant SMOE_ROW_SERIAL_ID): no shared memory,
+// no barrier, which is what drivers that run shaders on the CPU want (gpu->row_serial). The
+// reductions are then the invocation's own sums. Their loops: for (i = row_lane(); i < n; i += row_step()).
+#ifdef SMOE_ROW_KERNEL
+layout(constant_id = SMOE_ROW_SERIAL_ID) const uint ROW_SERIAL = 0;
+uint row_of(uint groups_x) { return ROW_SERIAL != 0 ? item_linear(groups_x, gl_WorkGroupSize.x) : group_linear(groups_x); }
+uint row_lane() { return ROW_SERIAL != 0 ? 0 : gl_LocalInvocationID.x; }
+uint row_step() { return ROW_SERIAL != 0 ? 1 : gl_WorkGroupSize.x; }
+#else
+const uint ROW_SERIAL = 0;
+#endif
+
 shared float smoe_red[gl_WorkGroupSize.x];
 
 float wg_sum(float v)
 {
+    if (ROW_SERIAL != 0) return v;
     uint t = gl_LocalInvocationID.x;
     smoe_red[t] = v;
     barrier();
@@ -50,6 +64,7 @@ float wg_sum(float v)
 
 float wg_max(float v)
 {
+    if (ROW_SERIAL != 0) return v;
     uint t = gl_LocalInvocationID.x;
     smoe_red[t] = v;
     barrier();
