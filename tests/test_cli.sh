@@ -135,5 +135,13 @@ check "classify --keep-experts" "[ \$? -eq 0 ] && grep -q '%' '$T/cls-k.txt'"
 "$SOFTMOE" classify --device cpu --model "$T/full.st" "$T/missing.png" 2> /dev/null
 check "classify of a missing file fails" "[ \$? -ne 0 ]"
 
+# bench --experts --csv: one shape at three expert counts (same 16 slots), Soft MoE and the three
+# sparse routers, both passes: 24 rows; a count that does not divide the slots is refused
+"$SOFTMOE" bench --device cpu --no-vit --routers --shape 1,16,8,4,4 --experts 2,4,16 --repeat 1 --csv "$T/sweep.csv" \
+    > /dev/null 2> "$T/err.txt"
+check "bench --experts --csv" "[ \$? -eq 0 ] && [ \$(wc -l < '$T/sweep.csv') -eq 25 ] && grep -q '^cpu,.*,experts_choice,1,16,8,16,1,forward+backward,' '$T/sweep.csv'"
+"$SOFTMOE" bench --device cpu --no-vit --shape 1,16,8,4,4 --experts 3 --csv "$T/bad.csv" > /dev/null 2> "$T/err.txt"
+check "bench --experts refuses a count that does not divide the slots" "[ \$? -ne 0 ] && grep -q 'do not divide' '$T/err.txt' && [ ! -e '$T/bad.csv' ]"
+
 [ $fail -eq 0 ] && echo "test_cli: ok"
 exit $fail

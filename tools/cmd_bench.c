@@ -20,7 +20,8 @@
 #include "safetensors.h"
 
 #define MAX_DEVICES 8
-#define MAX_SHAPES 16
+#define MAX_SHAPES 32
+#define MAX_EXPERT_COUNTS 16
 
 typedef struct bench_opts {
     const char *devices[MAX_DEVICES];
@@ -32,7 +33,38 @@ typedef struct bench_opts {
     int json, repeat, skip_vit, vit_batch, keep_sweep, routers, profile;
     const char *vit_model;
     const char *variant; /* --variant: the one matmul variant --matmul times */
+    int experts[MAX_EXPERT_COUNTS]; /* --experts: each shape at these expert counts, same slot count */
+    int nexperts;
+    const char *csv; /* --csv: every layer measurement as a CSV row */
 } bench_opts;
+
+/* --experts N,N,...: every --shape (b,m,d,n,p) becomes one shape per expert count n' that divides
+ * its slot count n*p, with p' = n*p/n' slots per expert (the paper's Figure 6: cost against the
+ * number of experts at a fixed number of slots). Returns 0, or 2 after saying why. */
+static int expand_expert_counts(bench_opts *o)
+{
+    int out[MAX_SHAPES][5], nout = 0;
+    for (int s = 0; s < o->nshape; s++) {
+        long slots = (long)o->shapes[s][3] * o->shapes[s][4];
+        for (int e = 0; e < o->nexperts; e++) {
+            int n = o->experts[e];
+            if (slots % n) {
+                fprintf(stderr, "softmoe bench: %d experts do not divide shape %d's %ld slots\n", n, s + 1, slots);
+                return 2;
+            }
+            if (nout == MAX_SHAPES) {
+                fprintf(stderr, "softmoe bench: more than %d shapes with --experts\n", MAX_SHAPES);
+                return 2;
+            }
+            memcpy(out[nout], o->shapes[s], sizeof out[0]);
+            out[nout][3] = n, out[nout][4] = (int)(slots / n);
+            nout++;
+        }
+    }
+    memcpy(o->shapes, out, sizeof out);
+    o->nshape = nout;
+    return 0;
+}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -512,6 +544,22 @@ int cmd_bench(int argc, char **argv)
         else if (!strcmp(argv[i], "--device") && i + 1 < argc && o.ndev < MAX_DEVICES) o.devices[o.ndev++] = argv[++i];
         else if (!strcmp(argv[i], "--vit") && i + 1 < argc) o.vit_model = argv[++i];
         else if (!strcmp(argv[i], "--variant") && i + 1 < argc) o.variant = argv[++i];
+        else if (!strcmp(argv[i], "--csv") && i + 1 < argc) o.csv = argv[++i];
+        else if (!strcmp(argv[i], "--experts") && i + 1 < argc) {
+            const char *q = argv[++i];
+            o.nexperts = 0;
+            for (;;) {
+                char *end;
+                long n = strtol(q, &end, 10);
+                if (end == q || n < 1 || n > 65536 || o.nexperts == MAX_EXPERT_COUNTS || (*end && *end != ',')) {
+                    fprintf(stderr, "softmoe bench: --experts wants up to %d counts N,N,... (1..65536)\n", MAX_EXPERT_COUNTS);
+                    return 2;
+                }
+                o.experts[o.nexperts++] = (int)n;
+                if (!*end) break;
+                q = end + 1;
+            }
+        }
         else if (!strcmp(argv[i], "--repeat") && i + 1 < argc && cli_int(argv[i + 1], 1, 1000, &v)) o.repeat = (int)v, i++;
         else if (!strcmp(argv[i], "--vit-batch") && i + 1 < argc && cli_int(argv[i + 1], 1, 4096, &v)) o.vit_batch = (int)v, i++;
         else if (!strcmp(argv[i], "--shape") && i + 1 < argc && o.nshape < MAX_SHAPES) {
@@ -542,7 +590,9 @@ int cmd_bench(int argc, char **argv)
                             "default: cpu and every Vulkan device; the paper's shapes (expert hidden 4d)\n"
                             "--keep-experts: instead, the layer forward keeping n, n/2, n/4 and n/8 experts per input\n"
                             "--routers: also Tokens Choice (K=1, 2) and Experts Choice layers, n experts with\n"
-                            "           capacity factor n*p/m (about as many expert rows as Soft MoE's slots)\n");
+                            "           capacity factor n*p/m (about as many expert rows as Soft MoE's slots)\n"
+                            "--experts N,N,...: each shape at these expert counts with its n*p slots (p = slots/N)\n"
+                            "--csv FILE: also every layer measurement as a row of FILE\n");
             return 2;
         }
     }
@@ -553,6 +603,7 @@ int cmd_bench(int argc, char **argv)
         memcpy(o.shapes, paper, sizeof paper);
         o.nshape = 4;
     }
+    if (o.nexperts && expand_expert_counts(&o)) return 2;
     char vk_names[MAX_DEVICES][24];
     if (!o.ndev) {
         o.devices[o.ndev++] = "cpu";
@@ -629,6 +680,15 @@ int cmd_bench(int argc, char **argv)
         smoe_context_destroy(ctx);
     }
     if (rc || only_matmul) return rc;
+    FILE *csv = NULL;
+    if (o.csv) {
+        csv = fopen(o.csv, "w");
+        if (!csv) {
+            fprintf(stderr, "softmoe bench: cannot write %s\n", o.csv);
+            return 1;
+        }
+        fprintf(csv, "device,device_name,router,b,m,d,n,p,pass,ms_min,ms_median,gflops\n");
+    }
     for (int dv = 0; dv < o.ndev; dv++) {
         for (int s = 0; s < o.nshape; s++)
             for (int pass = 0; pass < 2; pass++) {
@@ -650,6 +710,9 @@ int cmd_bench(int argc, char **argv)
                 double gf = layer_gflop(sh, pass) / (r->ms_min / 1e3);
                 double vs_cpu = cpu_index >= 0 && !res[cpu_index][s][pass].skipped[0] ? res[cpu_index][s][pass].ms_min / r->ms_min : 0;
                 double gbs = layer_weight_bytes(sh, pass) / (r->ms_min / 1e3) / 1e9;
+                if (csv)
+                    fprintf(csv, "%s,\"%s\",soft,%d,%d,%d,%d,%d,%s,%.3f,%.3f,%.2f\n", label[dv], dname[dv], sh[0], sh[1], sh[2],
+                            sh[3], sh[4], pass ? "forward+backward" : "forward", r->ms_min, r->ms_median, gf);
                 if (o.json)
                     printf("{\"device\": \"%s\", \"device_name\": \"%s\", \"kind\": \"layer\", \"router\": \"soft\", \"shape\": [%d, %d, %d, %d, %d], "
                            "\"pass\": \"%s\", \"ms_min\": %.3f, \"ms_median\": %.3f, \"gflops\": %.2f, \"speedup_vs_cpu\": %.3f, "
@@ -672,6 +735,9 @@ int cmd_bench(int argc, char **argv)
                     double gf = sparse_gflop(sh, r, pass) / (q->ms_min / 1e3);
                     double vs_cpu = cpu_index >= 0 && !sres[cpu_index][s][r][pass].skipped[0]
                                         ? sres[cpu_index][s][r][pass].ms_min / q->ms_min : 0;
+                    if (csv)
+                        fprintf(csv, "%s,\"%s\",%s,%d,%d,%d,%d,%d,%s,%.3f,%.3f,%.2f\n", label[dv], dname[dv], router_names[r], sh[0],
+                                sh[1], sh[2], sh[3], sh[4], pass ? "forward+backward" : "forward", q->ms_min, q->ms_median, gf);
                     if (o.json)
                         printf("{\"device\": \"%s\", \"device_name\": \"%s\", \"kind\": \"layer\", \"router\": \"%s\", "
                                "\"shape\": [%d, %d, %d, %d, %d], \"pass\": \"%s\", \"ms_min\": %.3f, \"ms_median\": %.3f, "
@@ -704,6 +770,10 @@ int cmd_bench(int argc, char **argv)
             else
                 printf("cpu       cblas_sgemm 1024^3: %.1f GFLOP/s\n", gemm);
         }
+    }
+    if (csv && fclose(csv)) {
+        fprintf(stderr, "softmoe bench: writing %s failed\n", o.csv);
+        return 1;
     }
     return 0;
 }
