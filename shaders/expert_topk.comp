@@ -12,6 +12,7 @@ layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;
 #define SMOE_WG_SCAN
 #include "common/interface.h"
 #include "common/util.glsl"
+#include "common/router_noise.h"
 
 layout(constant_id = 3) const uint RANDOM = 0;
 layout(constant_id = 4) const uint RENORM = 0;
@@ -27,27 +28,8 @@ SMOE_PUSH(SMOE_PUSH_KEEP)
 
 const uint WG = gl_WorkGroupSize.x;
 
-// The random baseline's score: 24 uniform bits of a hash (the C twin: expert_subset_cpu.c).
-uint mix32(uint h)
-{
-    h ^= h >> 16;
-    h *= 0x7feb352du;
-    h ^= h >> 15;
-    h *= 0x846ca68bu;
-    h ^= h >> 16;
-    return h;
-}
-
-float random_score(uint z, uint e)
-{
-    uint h = mix32(state[0] ^ 0x9e3779b9u);
-    h = mix32(h ^ state[1]);
-    h = mix32(h ^ state[2]);
-    h = mix32(h ^ pc.layer);
-    h = mix32(h ^ z);
-    h = mix32(h ^ e);
-    return float(h >> 8) * (1.0 / 16777216.0);
-}
+// The random baseline's score (router_noise.h: the same draws as the CPU path).
+float random_score(uint z, uint e) { return smoe_rn_subset_score(state[0], state[1], state[2], pc.layer, z, e); }
 
 void main()
 {

@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "common/router_noise.h"
+
 void smoe_keep_scores(int b, int m, int n, int p, const float *C, float *scores)
 {
     const int S = n * p;
@@ -20,25 +22,9 @@ void smoe_keep_scores(int b, int m, int n, int p, const float *C, float *scores)
     }
 }
 
-static uint32_t mix32(uint32_t h)
-{
-    h ^= h >> 16;
-    h *= 0x7feb352du;
-    h ^= h >> 15;
-    h *= 0x846ca68bu;
-    h ^= h >> 16;
-    return h;
-}
-
 float smoe_keep_random_score(const uint32_t state[3], uint32_t layer, uint32_t z, uint32_t e)
 {
-    uint32_t h = mix32(state[0] ^ 0x9e3779b9u);
-    h = mix32(h ^ state[1]);
-    h = mix32(h ^ state[2]);
-    h = mix32(h ^ layer);
-    h = mix32(h ^ z);
-    h = mix32(h ^ e);
-    return (float)(h >> 8) * (1.0f / 16777216.0f);
+    return smoe_rn_subset_score(state[0], state[1], state[2], layer, z, e);
 }
 
 /* Scores are >= 0, so their bit patterns order as the numbers do. */

@@ -1,5 +1,5 @@
-/* The sparse routers' training noise and the normal distribution's tail, written once for C
- * (host/cpu) and GLSL (shaders/).
+/* The sparse routers' training noise, the expert-subset random baseline's draws and the normal
+ * distribution's tail, written once for C (host/cpu) and GLSL (shaders/).
  *
  * smoe_router_normal(step, layer, token, expert) is a standard normal sample drawn from a hash of
  * its four counters (Box-Muller on two 23/24-bit uniforms). It uses only integer operations and
@@ -129,6 +129,20 @@ SMOE_RN_FN float smoe_router_normal(SMOE_RN_U step, SMOE_RN_U layer, SMOE_RN_U t
     SMOE_RN_EXACT u2 = SMOE_RN_TO_FLOAT(b2 >> 8) * 5.96046448e-08f;              /* in [0, 1) */
     SMOE_RN_EXACT res = smoe_rn_sqrt(-2.0f * smoe_rn_log(u1)) * smoe_rn_cos_turns(u2);
     return res;
+}
+
+/* The expert-subset random baseline's score of expert e for sequence z in a layer: 24 uniform bits
+ * of a hash of the seed (two words), the call counter, the layer, z and e, in [0, 1). */
+SMOE_RN_FN float smoe_rn_subset_score(SMOE_RN_U seed_lo, SMOE_RN_U seed_hi, SMOE_RN_U call, SMOE_RN_U layer, SMOE_RN_U z,
+                                      SMOE_RN_U e)
+{
+    SMOE_RN_U h = smoe_rn_hash(seed_lo ^ 0x9e3779b9u);
+    h = smoe_rn_hash(h ^ seed_hi);
+    h = smoe_rn_hash(h ^ call);
+    h = smoe_rn_hash(h ^ layer);
+    h = smoe_rn_hash(h ^ z);
+    h = smoe_rn_hash(h ^ e);
+    return SMOE_RN_TO_FLOAT(h >> 8) * 5.96046448e-08f;
 }
 
 /* 1 - Phi(z), the standard normal's upper tail. */
