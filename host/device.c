@@ -1,5 +1,8 @@
 /* Instance creation, capability records, device selection, quirks, logical device. */
 #define _POSIX_C_SOURCE 200809L
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include "device.h"
 
 #include <stdio.h>
@@ -93,9 +96,14 @@ void smoe_cpu_device_info(smoe_device_info *info)
     memset(info, 0, sizeof *info);
     info->index = -1;
     info->kind = SMOE_DEVICE_CPU;
+#ifdef _OPENMP
+    long n = omp_get_max_threads(); /* what the CPU path will use: OMP_NUM_THREADS, else the cores */
+#else
     long n = sysconf(_SC_NPROCESSORS_ONLN);
+#endif
     info->compute_units = n > 0 ? (uint32_t)n : 1;
-    snprintf(info->name, sizeof info->name, "CPU path (OpenBLAS, %u threads)", info->compute_units);
+    snprintf(info->name, sizeof info->name, "CPU path (OpenBLAS, %u thread%s)", info->compute_units,
+             info->compute_units == 1 ? "" : "s");
     snprintf(info->driver_name, sizeof info->driver_name, "softmoe cpu");
 }
 
