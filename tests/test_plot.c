@@ -25,12 +25,6 @@
 #if defined(__GNUC__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wunused-parameter"
-#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#pragma GCC diagnostic ignored "-Wstrict-prototypes"
-#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
 #endif
 #include <stb/stb_image.h>
 #if defined(__GNUC__)
@@ -38,13 +32,13 @@
 #endif
 
 static const char *cli;
-static char tmpdir[64];
+static char tmpdir[256];
 
 static void path_in(char *out, size_t n, const char *name) { snprintf(out, n, "%s/%s", tmpdir, name); }
 
 static void write_text(const char *name, const char *text)
 {
-    char p[128];
+    char p[320];
     path_in(p, sizeof p, name);
     FILE *f = fopen(p, "wb");
     CHECK(f && fputs(text, f) >= 0);
@@ -85,7 +79,7 @@ static int dir_entries(void)
 /* softmoe plot ARGS... (NULL-terminated) with stderr to tmpdir/stderr.txt: the exit status. */
 static int run_plot(const char *const *args)
 {
-    char err_path[128];
+    char err_path[320];
     path_in(err_path, sizeof err_path, "stderr.txt");
     const char *argv[64] = {cli, "plot"};
     int n = 2;
@@ -125,7 +119,8 @@ static plot_rect inner(plot_rect r) { return (plot_rect){r.x0 + 1, r.y0 + 1, r.x
 
 static void csv_files(void)
 {
-    char p[128], err[256];
+    char p[320];
+    smoe_err err;
     csv_table t;
     /* a byte order mark, CRLF, quoted commas, quotes and a line break, spaces trimmed outside
      * quotes only, a blank line, no newline at the end */
@@ -135,7 +130,7 @@ static void csv_files(void)
                         "  c  , 2.5 ,\" two\nlines \"\n"
                         "d,-3,");
     path_in(p, sizeof p, "t.csv");
-    CHECK(csv_read(p, &t, err, sizeof err) == 0);
+    CHECK(csv_read(p, &t, &err) == 0);
     CHECK(t.cols == 3 && t.rows == 3);
     if (t.cols == 3 && t.rows == 3) {
         CHECK(!strcmp(t.header[0], "name") && !strcmp(t.header[1], "value") && csv_column(&t, "note") == 2);
@@ -147,14 +142,14 @@ static void csv_files(void)
     }
     csv_free(&t);
     write_text("t.csv", "a,b,a\n1,2,3\n");
-    CHECK(csv_read(p, &t, err, sizeof err) == 0 && csv_column(&t, "a") == -2 && csv_column(&t, "b") == 1);
+    CHECK(csv_read(p, &t, &err) == 0 && csv_column(&t, "a") == -2 && csv_column(&t, "b") == 1);
     csv_free(&t);
     write_text("t.csv", "a,b\n\"x\"y,2\n");
-    CHECK(csv_read(p, &t, err, sizeof err) != 0 && strstr(err, "line 2") && strstr(err, "after a closing quote") && !t.header);
+    CHECK(csv_read(p, &t, &err) != 0 && strstr(err.msg, "line 2") && strstr(err.msg, "after a closing quote") && !t.header);
     FILE *f = fopen(p, "wb");
     CHECK(f && fwrite("a,b\n1,\0\n", 1, 8, f) == 8);
     if (f) fclose(f);
-    CHECK(csv_read(p, &t, err, sizeof err) != 0 && strstr(err, "line 2") && strstr(err, "NUL"));
+    CHECK(csv_read(p, &t, &err) != 0 && strstr(err.msg, "line 2") && strstr(err.msg, "NUL"));
     remove(p);
 }
 
@@ -268,14 +263,14 @@ static void markers_alone(void)
 {
     static const double xs[5] = {1, 10, 100, 1000, 10000}, ys[5] = {3, 1, 4, 1.5, 9};
     static const char *const names[5] = {"a", "b", "c", "d", "e"};
-    char err[256];
+    smoe_err err;
     plot_series s[5];
     for (int i = 0; i < 5; i++) s[i] = (plot_series){names[i], 1, &xs[i], &ys[i], NULL};
     for (int logx = 0; logx < 2; logx++) {
         plot_chart c = {.kind = PLOT_LINE, .width = 700, .height = 450, .logx = logx, .series_count = 5, .series = s};
         plot_image img;
         plot_layout l;
-        CHECK(plot_render(&c, &img, &l, err, sizeof err) == 0);
+        CHECK(plot_render(&c, &img, &l, &err) == 0);
         if (!img.rgb) continue;
         int prev_x = 0, prev_gap = 0;
         for (int i = 0; i < 5; i++) {
@@ -356,19 +351,19 @@ static void check_line_chart(const plot_chart *c, const plot_image *img, const p
 
 static void rendered_charts(void)
 {
-    char err[256];
+    smoe_err err;
     plot_series s[3];
     plot_chart c = line_chart(s, 0);
     plot_image img;
     plot_layout l;
-    CHECK(plot_render(&c, &img, &l, err, sizeof err) == 0);
+    CHECK(plot_render(&c, &img, &l, &err) == 0);
     if (img.rgb) check_line_chart(&c, &img, &l);
     CHECK(l.font_scale == 2 && l.x.pixel_lo == l.area.x0 && l.y.pixel_lo == l.area.y1); /* y grows upwards */
     plot_image_free(&img);
 
     /* log x: the markers at 1, 2, 4, 8, 16 land equally far apart, and decades map evenly */
     c = line_chart(s, 1);
-    CHECK(plot_render(&c, &img, &l, err, sizeof err) == 0);
+    CHECK(plot_render(&c, &img, &l, &err) == 0);
     if (img.rgb) check_line_chart(&c, &img, &l);
     double p1 = plot_axis_pixel(&l.x, 1), p2 = plot_axis_pixel(&l.x, 2), p16 = plot_axis_pixel(&l.x, 16);
     CHECK(fabs((p16 - p1) - 4 * (p2 - p1)) < 1e-9);
@@ -382,7 +377,7 @@ static void rendered_charts(void)
     plot_series bs[2] = {{"accuracy", 3, bx, by[0], be}, {"top-1", 3, bx, by[1], NULL}};
     plot_chart b = {.kind = PLOT_BAR, .width = 500, .height = 400, .xlabel = "model", .legend = PLOT_LEGEND_BELOW,
                     .series_count = 2, .series = bs, .category_count = 3, .categories = cats};
-    CHECK(plot_render(&b, &img, &l, err, sizeof err) == 0);
+    CHECK(plot_render(&b, &img, &l, &err) == 0);
     CHECK(l.legend_shown && l.legend.y0 > l.area.y1);
     CHECK(l.y.lo == 0); /* bars rest on the axis */
     for (int k = 0; img.rgb && k < 3; k++) {
@@ -408,14 +403,14 @@ static void rendered_charts(void)
 
     /* what the rasteriser refuses */
     b.logx = 1;
-    CHECK(plot_render(&b, &img, &l, err, sizeof err) != 0 && strstr(err, "logarithmic") && !img.rgb);
+    CHECK(plot_render(&b, &img, &l, &err) != 0 && strstr(err.msg, "logarithmic") && !img.rgb);
     c = line_chart(s, 1);
     double bad_x[NPTS] = {1, 0, 4, 8, 16};
     s[1].x = bad_x;
-    CHECK(plot_render(&c, &img, &l, err, sizeof err) != 0 && strstr(err, "\"tokens\"") && strstr(err, "x = 0"));
+    CHECK(plot_render(&c, &img, &l, &err) != 0 && strstr(err.msg, "\"tokens\"") && strstr(err.msg, "x = 0"));
     c = line_chart(s, 0);
     c.width = 20;
-    CHECK(plot_render(&c, &img, &l, err, sizeof err) != 0 && strstr(err, "20x400"));
+    CHECK(plot_render(&c, &img, &l, &err) != 0 && strstr(err.msg, "20x400"));
 }
 
 /* ---- the command ---- */
@@ -438,9 +433,9 @@ static plot_image decode(const char *path)
 
 static void same_image(const char *path, const plot_chart *c, const char *what)
 {
-    char err[256];
+    smoe_err err;
     plot_image want, got = decode(path);
-    CHECK(plot_render(c, &want, NULL, err, sizeof err) == 0);
+    CHECK(plot_render(c, &want, NULL, &err) == 0);
     CHECK_MSG(got.rgb && want.rgb && got.width == want.width && got.height == want.height &&
                   memcmp(got.rgb, want.rgb, (size_t)want.width * (size_t)want.height * 3) == 0,
               "%s: the command's PNG is the rasteriser's image", what);
@@ -451,14 +446,14 @@ static void same_image(const char *path, const plot_chart *c, const char *what)
 static void command_output(void)
 {
     /* long format, one row per (router, experts), rows not in x order */
-    char csv[2048] = "router,experts,acc\n", out[128], out2[128];
+    char csv[2048] = "router,experts,acc\n", out[320], out2[320];
     for (int i = NPTS - 1; i >= 0; i--)
         for (int s = 0; s < 3; s++) {
             int row = s == 1 ? NPTS - 1 - i : i; /* series 1 in increasing x */
             snprintf(csv + strlen(csv), sizeof csv - strlen(csv), "%s,%g,%.2f\n", line_names[s], line_x[row], line_y[s][row]);
         }
     write_text("lines.csv", csv);
-    char data[128];
+    char data[320];
     path_in(data, sizeof data, "lines.csv");
     path_in(out, sizeof out, "lines.png");
     path_in(out2, sizeof out2, "lines2.png");
@@ -508,7 +503,7 @@ static void command_output(void)
  * directory that was not there, and an existing output left as it was. */
 static void refused(const char *what, int want_status, const char *const *args, const char *w1, const char *w2, const char *w3)
 {
-    char out[128], err_path[128];
+    char out[320], err_path[320];
     path_in(out, sizeof out, "old.png");
     path_in(err_path, sizeof err_path, "stderr.txt");
     write_text("old.png", "old contents");
@@ -528,7 +523,7 @@ static void refused(const char *what, int want_status, const char *const *args, 
 
 static void bad_input(void)
 {
-    char good[128], out[128], missing[128], file[16][128];
+    char good[320], out[320], missing[320], file[16][320];
     path_in(out, sizeof out, "old.png");
     path_in(good, sizeof good, "good.csv");
     path_in(missing, sizeof missing, "no_such_file.csv");
@@ -578,7 +573,7 @@ static void bad_input(void)
     refused("infinity", 1, ARGS(file[11], "--x", "experts", "--y", "ms", "--out", out), "line 2", "\"inf\"", NULL);
     refused("a non-positive x on a log axis", 1, ARGS(file[3], "--x", "ms", "--y", "experts", "--logx", "--out", out), "line 4",
             "--logx", NULL);
-    char nodir[128];
+    char nodir[320];
     path_in(nodir, sizeof nodir, "no_such_dir/plot.png");
     refused("an unwritable output", 1, ARGS(good, "--x", "experts", "--y", "ms", "--out", nodir), "cannot write", "no_such_dir",
             NULL);
@@ -629,7 +624,8 @@ int main(int argc, char **argv)
         return 2;
     }
     cli = argv[1];
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/test_plot.XXXXXX");
+    const char *base = getenv("TMPDIR");
+    snprintf(tmpdir, sizeof tmpdir, "%s/test_plot.XXXXXX", base && *base ? base : "/tmp");
     if (!mkdtemp(tmpdir)) {
         perror("mkdtemp");
         return 1;

@@ -392,10 +392,10 @@ int cmd_plot(int argc, char **argv)
         free_opts(&o);
         return rc < 0 ? 0 : rc;
     }
-    char err[512];
+    smoe_err err;
     csv_table t;
-    if (csv_read(o.data, &t, err, sizeof err)) {
-        fprintf(stderr, "softmoe plot: %s\n", err);
+    if (csv_read(o.data, &t, &err)) {
+        fprintf(stderr, "softmoe plot: %s\n", err.msg);
         free_opts(&o);
         return 1;
     }
@@ -404,8 +404,8 @@ int cmd_plot(int argc, char **argv)
     plot_image img;
     rc = build(&o, &t, &d, &c);
     if (!rc) {
-        if (plot_render(&c, &img, NULL, err, sizeof err) || plot_write_png(o.out, &img, err, sizeof err)) {
-            fprintf(stderr, "softmoe plot: %s\n", err);
+        if (plot_render(&c, &img, NULL, &err) || plot_write_png(o.out, &img, &err)) {
+            fprintf(stderr, "softmoe plot: %s\n", err.msg);
             rc = 1;
         }
         plot_image_free(&img);

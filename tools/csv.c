@@ -3,33 +3,23 @@
 #include "csv.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int fail(char *err, size_t size, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, size, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 /* The whole file, NUL-terminated, in *out (*len bytes before the NUL). */
-static int read_all(const char *path, char **out, size_t *len, char *err, size_t err_size)
+static smoe_status read_all(const char *path, char **out, size_t *len, smoe_err *err)
 {
     int is_stdin = !strcmp(path, "-");
     FILE *f = is_stdin ? stdin : fopen(path, "rb");
-    if (!f) return fail(err, err_size, "cannot open %s: %s", path, strerror(errno));
+    if (!f) return smoe_fail(err, SMOE_ERROR_IO, "cannot open %s: %s", path, strerror(errno));
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap + 1);
-    int rc = 0;
+    smoe_status rc = SMOE_OK;
     while (buf) {
         if (n == cap) {
             if (cap >= CSV_MAX_BYTES) {
-                rc = fail(err, err_size, "%s is larger than %zu MiB", path, CSV_MAX_BYTES >> 20);
+                rc = smoe_fail(err, SMOE_ERROR_IO, "%s is larger than %zu MiB", path, CSV_MAX_BYTES >> 20);
                 break;
             }
             char *grown = realloc(buf, 2 * cap + 1);
@@ -40,12 +30,12 @@ static int read_all(const char *path, char **out, size_t *len, char *err, size_t
         size_t got = fread(buf + n, 1, cap - n, f);
         n += got;
         if (got == 0) {
-            if (ferror(f)) rc = fail(err, err_size, "cannot read %s: %s", path, strerror(errno));
+            if (ferror(f)) rc = smoe_fail(err, SMOE_ERROR_IO, "cannot read %s: %s", path, strerror(errno));
             break;
         }
     }
     if (!is_stdin) fclose(f);
-    if (!buf) return fail(err, err_size, "out of memory reading %s", path);
+    if (!buf) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of memory reading %s", path);
     if (rc) {
         free(buf);
         return rc;
@@ -90,19 +80,20 @@ static int push_line(int **lines, int *count, int *cap, int line)
 
 static int is_blank(char c) { return c == ' ' || c == '\t'; }
 
-int csv_read(const char *path, csv_table *t, char *err, size_t err_size)
+smoe_status csv_read(const char *path, csv_table *t, smoe_err *err)
 {
     memset(t, 0, sizeof *t);
     char *in = NULL;
     size_t len = 0;
-    if (read_all(path, &in, &len, err, err_size)) return -1;
+    smoe_status rc = read_all(path, &in, &len, err);
+    if (rc) return rc;
     /* Each field is copied unescaped (never longer than it was) with a NUL after it; a file of
      * len bytes has at most len + 1 fields. */
     char *text = malloc(2 * len + 2), *o = text;
     fields all = {0};
     int *lines = NULL, nlines = 0, lines_cap = 0;
-    int rc = 0, line = 1, cols = -1;
-    if (!text) rc = fail(err, err_size, "out of memory reading %s", path);
+    int line = 1, cols = -1;
+    if (!text) rc = smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of memory reading %s", path);
     size_t p = len >= 3 && !memcmp(in, "\xEF\xBB\xBF", 3) ? 3 : 0;
     while (!rc && p < len) {
         /* one record, starting on this line */
@@ -118,7 +109,7 @@ int csv_read(const char *path, csv_table *t, char *err, size_t err_size)
                 p++;
                 for (;;) {
                     if (p >= len) {
-                        rc = fail(err, err_size, "%s line %d: a quoted field is not closed", path, quote_line);
+                        rc = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "%s line %d: a quoted field is not closed", path, quote_line);
                         break;
                     }
                     if (in[p] == '"') {
@@ -132,7 +123,7 @@ int csv_read(const char *path, csv_table *t, char *err, size_t err_size)
                     }
                     if (in[p] == '\n' || (in[p] == '\r' && (p + 1 >= len || in[p + 1] != '\n'))) line++;
                     if (!in[p]) {
-                        rc = fail(err, err_size, "%s line %d: a NUL byte (not a text file)", path, line);
+                        rc = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "%s line %d: a NUL byte (not a text file)", path, line);
                         break;
                     }
                     *o++ = in[p++];
@@ -140,13 +131,13 @@ int csv_read(const char *path, csv_table *t, char *err, size_t err_size)
                 if (rc) break;
                 while (p < len && is_blank(in[p])) p++;
                 if (p < len && in[p] != ',' && in[p] != '\n' && in[p] != '\r') {
-                    rc = fail(err, err_size, "%s line %d: text after a closing quote", path, line);
+                    rc = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "%s line %d: text after a closing quote", path, line);
                     break;
                 }
             } else {
                 while (p < len && in[p] != ',' && in[p] != '\n' && in[p] != '\r') {
                     if (!in[p]) {
-                        rc = fail(err, err_size, "%s line %d: a NUL byte (not a text file)", path, line);
+                        rc = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "%s line %d: a NUL byte (not a text file)", path, line);
                         break;
                     }
                     *o++ = in[p++];
@@ -157,7 +148,7 @@ int csv_read(const char *path, csv_table *t, char *err, size_t err_size)
             }
             *o++ = 0;
             if (push(&all, field)) {
-                rc = fail(err, err_size, "out of memory reading %s", path);
+                rc = smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of memory reading %s", path);
                 break;
             }
             if (p < len && in[p] == ',') {
@@ -180,19 +171,19 @@ int csv_read(const char *path, csv_table *t, char *err, size_t err_size)
         if (cols < 0) {
             cols = n;
         } else if (n != cols) {
-            rc = fail(err, err_size, "%s line %d has %d field%s; the header has %d", path, start_line, n,
+            rc = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "%s line %d has %d field%s; the header has %d", path, start_line, n,
                       n == 1 ? "" : "s", cols);
         } else if (push_line(&lines, &nlines, &lines_cap, start_line)) {
-            rc = fail(err, err_size, "out of memory reading %s", path);
+            rc = smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of memory reading %s", path);
         }
     }
-    if (!rc && cols < 0) rc = fail(err, err_size, "%s is empty: it has no header row", path);
+    if (!rc && cols < 0) rc = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "%s is empty: it has no header row", path);
     free(in);
     if (rc) {
         free(all.v);
         free(lines);
         free(text);
-        return -1;
+        return rc;
     }
     t->cols = cols;
     t->rows = nlines;
@@ -200,7 +191,7 @@ int csv_read(const char *path, csv_table *t, char *err, size_t err_size)
     t->cells = all.v + cols;
     t->lines = lines;
     t->text = text;
-    return 0;
+    return SMOE_OK;
 }
 
 int csv_column(const csv_table *t, const char *name)

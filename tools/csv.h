@@ -4,11 +4,13 @@
  * commas, a field in double quotes may hold commas, line breaks and quotes (written ""). Unquoted
  * fields are trimmed of spaces and tabs; a UTF-8 byte order mark at the start is skipped; blank
  * lines are skipped. The first record is the header; every later record must have as many
- * fields. Nothing is printed: errors are a message naming the line. */
+ * fields. Nothing is printed: an error is a status and a message naming the line. */
 #ifndef SMOE_TOOLS_CSV_H
 #define SMOE_TOOLS_CSV_H
 
 #include <stddef.h>
+
+#include "error.h"
 
 /* Larger files are refused (a plot of more rows would not be readable either). */
 #define CSV_MAX_BYTES ((size_t)256 << 20)
@@ -21,8 +23,10 @@ typedef struct csv_table {
     char *text;    /* the storage of every field */
 } csv_table;
 
-/* Reads path ("-": standard input) into *t. 0, or -1 with a message in err and *t empty. */
-int csv_read(const char *path, csv_table *t, char *err, size_t err_size);
+/* Reads path ("-": standard input) into *t. Errors (with *t empty): SMOE_ERROR_IO (cannot open or
+ * read it, larger than CSV_MAX_BYTES), SMOE_ERROR_BAD_FORMAT (not CSV as above, no header),
+ * SMOE_ERROR_OUT_OF_HOST_MEMORY. */
+smoe_status csv_read(const char *path, csv_table *t, smoe_err *err);
 /* The index of the column named name; -1 when there is none, -2 when several have the name. */
 int csv_column(const csv_table *t, const char *name);
 const char *csv_cell(const csv_table *t, int row, int col);

@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,26 +18,12 @@
 #if defined(__GNUC__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wunused-parameter"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wstrict-prototypes"
-#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
 #endif
 #include <stb/stb_image_write.h>
 #include <stb/stb_easy_font.h>
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop
 #endif
-
-static int fail(char *err, size_t size, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, size, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 /* ---- Colours ---- */
 
@@ -443,50 +428,50 @@ static int has_text(const char *s) { return s && *s; }
 
 static const char *series_name(const plot_series *s) { return s->name && *s->name ? s->name : "(unnamed)"; }
 
-static int check_chart(const plot_chart *c, char *err, size_t size)
+static smoe_status check_chart(const plot_chart *c, smoe_err *err)
 {
     if (c->width < PLOT_MIN_SIDE || c->width > PLOT_MAX_SIDE || c->height < PLOT_MIN_SIDE || c->height > PLOT_MAX_SIDE)
-        return fail(err, size, "the image is %dx%d pixels; each side must be %d to %d", c->width, c->height, PLOT_MIN_SIDE,
+        return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "the image is %dx%d pixels; each side must be %d to %d", c->width, c->height, PLOT_MIN_SIDE,
                     PLOT_MAX_SIDE);
     if (c->series_count < 1 || c->series_count > PLOT_MAX_SERIES || !c->series)
-        return fail(err, size, "%d series; a chart has 1 to %d", c->series_count, PLOT_MAX_SERIES);
-    if (c->kind != PLOT_LINE && c->kind != PLOT_BAR) return fail(err, size, "unknown chart kind %d", (int)c->kind);
-    if (c->kind == PLOT_BAR && c->logx) return fail(err, size, "a bar chart's x axis has categories; it cannot be logarithmic");
+        return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "%d series; a chart has 1 to %d", c->series_count, PLOT_MAX_SERIES);
+    if (c->kind != PLOT_LINE && c->kind != PLOT_BAR) return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "unknown chart kind %d", (int)c->kind);
+    if (c->kind == PLOT_BAR && c->logx) return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "a bar chart's x axis has categories; it cannot be logarithmic");
     if (c->kind == PLOT_BAR && (c->category_count < 1 || !c->categories))
-        return fail(err, size, "a bar chart needs at least one category");
+        return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "a bar chart needs at least one category");
     for (int a = 0; a < 2; a++) {
         int set = a ? c->ylim_set : c->xlim_set, lg = a ? c->logy : c->logx;
         const double *lim = a ? c->ylim : c->xlim;
         if (set && (!isfinite(lim[0]) || !isfinite(lim[1]) || !(lim[0] < lim[1])))
-            return fail(err, size, "the %c axis limits %g, %g are not an increasing pair of numbers", a ? 'y' : 'x', lim[0], lim[1]);
+            return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "the %c axis limits %g, %g are not an increasing pair of numbers", a ? 'y' : 'x', lim[0], lim[1]);
         if (set && lg && lim[0] <= 0)
-            return fail(err, size, "the %c axis is logarithmic, but its lower limit %g is not positive", a ? 'y' : 'x', lim[0]);
+            return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "the %c axis is logarithmic, but its lower limit %g is not positive", a ? 'y' : 'x', lim[0]);
     }
-    if (c->kind == PLOT_BAR && c->xlim_set) return fail(err, size, "a bar chart's x axis has categories; it takes no limits");
+    if (c->kind == PLOT_BAR && c->xlim_set) return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "a bar chart's x axis has categories; it takes no limits");
     int points = 0;
     for (int s = 0; s < c->series_count; s++) {
         const plot_series *sr = &c->series[s];
         if (sr->count < 0 || (sr->count > 0 && (!sr->x || !sr->y)))
-            return fail(err, size, "series \"%s\" has no data arrays", series_name(sr));
+            return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "series \"%s\" has no data arrays", series_name(sr));
         for (int i = 0; i < sr->count; i++) {
             double x = sr->x[i], y = sr->y[i], e = sr->yerr ? sr->yerr[i] : 0;
             if (!isfinite(x) || !isfinite(y) || !isfinite(e))
-                return fail(err, size, "series \"%s\" point %d is not finite", series_name(sr), i + 1);
-            if (e < 0) return fail(err, size, "series \"%s\" point %d has a negative error %g", series_name(sr), i + 1, e);
+                return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "series \"%s\" point %d is not finite", series_name(sr), i + 1);
+            if (e < 0) return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "series \"%s\" point %d has a negative error %g", series_name(sr), i + 1, e);
             if (c->kind == PLOT_BAR && (x != floor(x) || x < 0 || x >= c->category_count))
-                return fail(err, size, "series \"%s\" point %d is in category %g, not one of 0 to %d", series_name(sr), i + 1, x,
+                return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "series \"%s\" point %d is in category %g, not one of 0 to %d", series_name(sr), i + 1, x,
                             c->category_count - 1);
             if (c->logx && x <= 0)
-                return fail(err, size, "series \"%s\" point %d has x = %g; the x axis is logarithmic and needs values > 0",
+                return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "series \"%s\" point %d has x = %g; the x axis is logarithmic and needs values > 0",
                             series_name(sr), i + 1, x);
             if (c->logy && y <= 0)
-                return fail(err, size, "series \"%s\" point %d has y = %g; the y axis is logarithmic and needs values > 0",
+                return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "series \"%s\" point %d has y = %g; the y axis is logarithmic and needs values > 0",
                             series_name(sr), i + 1, y);
         }
         points += sr->count;
     }
-    if (!points) return fail(err, size, "no data: every series is empty");
-    return 0;
+    if (!points) return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "no data: every series is empty");
+    return SMOE_OK;
 }
 
 /* The data's extent along x (a = 0) or y (a = 1), error bars included (on a log axis, only the
@@ -557,7 +542,7 @@ static void place_axes(const plot_chart *c, scene *sc, const double xr[2], const
     l->y = (plot_axis){yr[0], yr[1], c->logy, l->area.y1, l->area.y0};
 }
 
-static int layout(const plot_chart *c, scene *sc, char *err, size_t size)
+static smoe_status layout(const plot_chart *c, scene *sc, smoe_err *err)
 {
     plot_layout *l = &sc->l;
     memset(sc, 0, sizeof *sc);
@@ -592,7 +577,7 @@ static int layout(const plot_chart *c, scene *sc, char *err, size_t size)
     for (int a = 0; a < 2; a++) {
         const double *r = a ? yr : xr;
         if (!isfinite(r[1] - r[0]) || !(r[1] > r[0]) || ((a ? c->logy : c->logx) && !(r[0] > 0 && isfinite(r[1] / r[0]))))
-            return fail(err, size, "the %c values span more than a chart can show (%g to %g)", a ? 'y' : 'x', r[0], r[1]);
+            return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "the %c values span more than a chart can show (%g to %g)", a ? 'y' : 'x', r[0], r[1]);
     }
 
     int legend = c->legend == PLOT_LEGEND_AUTO ? (c->series_count > 1 ? PLOT_LEGEND_AUTO : PLOT_LEGEND_NONE) : c->legend;
@@ -613,7 +598,7 @@ static int layout(const plot_chart *c, scene *sc, char *err, size_t size)
     for (int pass = 0; pass < 8; pass++) {
         l->area = (plot_rect){left, top, c->width - 1 - right, c->height - 1 - bottom};
         if (l->area.x1 - l->area.x0 < 40 || l->area.y1 - l->area.y0 < 40)
-            return fail(err, size, "a %dx%d image is too small for this chart's labels and legend", c->width, c->height);
+            return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "a %dx%d image is too small for this chart's labels and legend", c->width, c->height);
         place_axes(c, sc, xr, yr);
         sc->nyt = plot_axis_ticks(&l->y, 0, s, sc->yt);
         int ytick_w = 0;
@@ -661,7 +646,7 @@ static int layout(const plot_chart *c, scene *sc, char *err, size_t size)
         }
         l->legend = (plot_rect){x0, y0, x0 + legend_w - 1, y0 + legend_h - 1};
     }
-    return 0;
+    return SMOE_OK;
 }
 
 /* ---- Drawing ---- */
@@ -820,21 +805,19 @@ static void draw_legend(const plot_chart *c, const scene *sc, canvas *cv)
     }
 }
 
-int plot_render(const plot_chart *c, plot_image *img, plot_layout *out_layout, char *err, size_t err_size)
+smoe_status plot_render(const plot_chart *c, plot_image *img, plot_layout *out_layout, smoe_err *err)
 {
     memset(img, 0, sizeof *img);
-    if (check_chart(c, err, err_size)) return -1;
+    smoe_status st = check_chart(c, err);
+    if (st) return st;
     scene *sc = malloc(sizeof *sc);
     unsigned char *rgb = malloc((size_t)c->width * (size_t)c->height * 3);
-    if (!sc || !rgb) {
+    if (!sc || !rgb) st = smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of memory for a %dx%d image", c->width, c->height);
+    else st = layout(c, sc, err);
+    if (st) {
         free(sc);
         free(rgb);
-        return fail(err, err_size, "out of memory for a %dx%d image", c->width, c->height);
-    }
-    if (layout(c, sc, err, err_size)) {
-        free(sc);
-        free(rgb);
-        return -1;
+        return st;
     }
     canvas cv = {c->width, c->height, rgb, {0, 0, c->width - 1, c->height - 1}};
     fill_rect(&cv, 0, 0, c->width - 1, c->height - 1, white);
@@ -851,7 +834,7 @@ int plot_render(const plot_chart *c, plot_image *img, plot_layout *out_layout, c
     img->width = c->width;
     img->height = c->height;
     img->rgb = rgb;
-    return 0;
+    return SMOE_OK;
 }
 
 void plot_image_free(plot_image *img)
@@ -887,36 +870,37 @@ static void mem_write(void *ctx, void *data, int size)
     m->size += (size_t)size;
 }
 
-int plot_write_png(const char *path, const plot_image *img, char *err, size_t err_size)
+smoe_status plot_write_png(const char *path, const plot_image *img, smoe_err *err)
 {
     mem_out m = {0};
     if (!stbi_write_png_to_func(mem_write, &m, img->width, img->height, 3, img->rgb, img->width * 3) || m.failed) {
         free(m.data);
-        return fail(err, err_size, "out of memory encoding the PNG");
+        return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of memory encoding the PNG");
     }
     size_t plen = strlen(path);
     char *tmp = malloc(plen + 32);
     if (!tmp) {
         free(m.data);
-        return fail(err, err_size, "out of memory");
+        return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of memory");
     }
     snprintf(tmp, plen + 32, "%s.%ld.tmp", path, (long)getpid());
-    int rc = 0, fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    smoe_status st = SMOE_OK;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd < 0) {
-        rc = fail(err, err_size, "cannot write %s: %s", path, strerror(errno));
+        st = smoe_fail(err, SMOE_ERROR_IO, "cannot write %s: %s", path, strerror(errno));
     } else {
         size_t done = 0;
-        while (done < m.size && !rc) {
+        while (done < m.size && !st) {
             ssize_t w = write(fd, m.data + done, m.size - done);
             if (w < 0 && errno == EINTR) continue;
-            if (w <= 0) rc = fail(err, err_size, "cannot write %s: %s", path, w < 0 ? strerror(errno) : "nothing written");
+            if (w <= 0) st = smoe_fail(err, SMOE_ERROR_IO, "cannot write %s: %s", path, w < 0 ? strerror(errno) : "nothing written");
             else done += (size_t)w;
         }
-        if (close(fd) && !rc) rc = fail(err, err_size, "cannot write %s: %s", path, strerror(errno));
-        if (!rc && rename(tmp, path)) rc = fail(err, err_size, "cannot write %s: %s", path, strerror(errno));
-        if (rc) unlink(tmp);
+        if (close(fd) && !st) st = smoe_fail(err, SMOE_ERROR_IO, "cannot write %s: %s", path, strerror(errno));
+        if (!st && rename(tmp, path)) st = smoe_fail(err, SMOE_ERROR_IO, "cannot write %s: %s", path, strerror(errno));
+        if (st) unlink(tmp);
     }
     free(tmp);
     free(m.data);
-    return rc;
+    return st;
 }

@@ -10,11 +10,14 @@
  * two decades). Then a title, axis labels, light grid lines at the labelled ticks, and a legend
  * outside the plot area, at the right or below. Text is stb_easy_font's ASCII glyphs scaled by a
  * whole number (other bytes show as '?'). Everything is a pure function of the chart: the same
- * chart gives the same pixels, and the same PNG bytes. Nothing is printed. */
+ * chart gives the same pixels, and the same PNG bytes. Nothing is printed: an error is a status
+ * and a message (host/error.h). */
 #ifndef SMOE_TOOLS_PLOT_H
 #define SMOE_TOOLS_PLOT_H
 
 #include <stddef.h>
+
+#include "error.h"
 
 /* Series beyond this many could not be told apart by colour. */
 #define PLOT_MAX_SERIES 10
@@ -104,12 +107,16 @@ int plot_text_width(const char *text, int scale);
 void plot_bar_columns(const plot_chart *c, const plot_layout *l, int category, int s, int *x0, int *x1);
 
 /* Checks the chart and draws it into *img (allocated here; plot_image_free frees it), with the
- * layout in *layout (may be NULL). 0, or -1 with a message in err and nothing allocated. */
-int plot_render(const plot_chart *c, plot_image *img, plot_layout *layout, char *err, size_t err_size);
+ * layout in *layout (may be NULL). Errors, with nothing allocated: SMOE_ERROR_INVALID_ARGUMENT
+ * (the message says what is wrong with the chart: its size, a value not finite or not positive on
+ * a log axis, a category out of range, no data, labels and legend that leave no room for the
+ * plot), SMOE_ERROR_OUT_OF_HOST_MEMORY. */
+smoe_status plot_render(const plot_chart *c, plot_image *img, plot_layout *layout, smoe_err *err);
 void plot_image_free(plot_image *img);
 
 /* Encodes img as an RGB PNG and writes it to path through a temporary file in the same directory
- * renamed over path, so path is either the whole new file or untouched. 0, or -1 with a message. */
-int plot_write_png(const char *path, const plot_image *img, char *err, size_t err_size);
+ * renamed over path, so path is either the whole new file or untouched. Errors: SMOE_ERROR_IO,
+ * SMOE_ERROR_OUT_OF_HOST_MEMORY. */
+smoe_status plot_write_png(const char *path, const plot_image *img, smoe_err *err);
 
 #endif
