@@ -502,7 +502,10 @@ typedef struct scene {
     int pad, tick_len, title_scale, line_width;
     plot_tick xt[PLOT_MAX_TICKS], yt[PLOT_MAX_TICKS];
     int nxt, nyt;
-    int rotate_categories; /* bar chart category labels read upwards (they would overlap across) */
+    /* bar chart category labels: in a row, staggered over two rows, or (when even that would
+     * overlap) reading upwards; the height they take below the ticks */
+    enum { CATEGORIES_FLAT, CATEGORIES_STAGGERED, CATEGORIES_UPWARDS } categories;
+    int category_labels_h;
     int legend_right;
     int legend_row_h, legend_sample_w;
     int legend_entry_x[PLOT_MAX_SERIES], legend_entry_y[PLOT_MAX_SERIES]; /* top-left of each entry */
@@ -606,12 +609,22 @@ static smoe_status layout(const plot_chart *c, scene *sc, smoe_err *err)
             int w = sc->yt[i].labelled ? plot_text_width(sc->yt[i].label, s) : 0;
             if (w > ytick_w) ytick_w = w;
         }
-        int xlabels_h = FONT_FULL * s, overhang = 0;
+        int xlabels_h = FONT_FULL * s, overhang = 0, left_overhang = 0;
         if (c->kind == PLOT_BAR) {
             sc->nxt = 0;
             double cat_px = (l->area.x1 - l->area.x0) / (double)c->category_count;
-            sc->rotate_categories = cat_w + 6 * s > cat_px;
-            if (sc->rotate_categories) xlabels_h = cat_w;
+            sc->categories = cat_w + 6 * s <= cat_px           ? CATEGORIES_FLAT
+                             : cat_w + 6 * s <= 2 * cat_px ? CATEGORIES_STAGGERED
+                                                           : CATEGORIES_UPWARDS;
+            if (sc->categories == CATEGORIES_STAGGERED) xlabels_h = sc->legend_row_h + FONT_FULL * s;
+            if (sc->categories == CATEGORIES_UPWARDS) xlabels_h = cat_w;
+            else {
+                /* the first and last labels may reach past the area's sides */
+                int first = plot_text_width(c->categories[0], s), last = plot_text_width(c->categories[c->category_count - 1], s);
+                left_overhang = (int)(first / 2 - cat_px / 2);
+                overhang = (int)(last / 2 - cat_px / 2);
+            }
+            sc->category_labels_h = xlabels_h;
         } else {
             sc->nxt = plot_axis_ticks(&l->x, 1, s, sc->xt);
             for (int i = 0; i < sc->nxt; i++) {
@@ -625,6 +638,7 @@ static smoe_status layout(const plot_chart *c, scene *sc, smoe_err *err)
             else legend_flow(c, sc, 0, c->width - 2 * sc->pad, &legend_w, &legend_h);
         }
         int nl = sc->pad + (has_text(c->ylabel) ? FONT_FULL * s + sc->pad : 0) + ytick_w + 2 * s + sc->tick_len;
+        if (nl < sc->pad + left_overhang) nl = sc->pad + left_overhang;
         int nt = sc->pad + (has_text(c->title) ? FONT_FULL * sc->title_scale + sc->pad : FONT_CAP * s / 2);
         int nb = sc->tick_len + 3 * s + xlabels_h + (has_text(c->xlabel) ? sc->pad + FONT_FULL * s : 0) + sc->pad +
                  (l->legend_shown && !sc->legend_right ? sc->pad + legend_h : 0);
@@ -697,16 +711,15 @@ static void draw_grid_and_frame(const plot_chart *c, scene *sc, canvas *cv, int 
         if (sc->xt[i].labelled)
             draw_text(cv, x - plot_text_width(sc->xt[i].label, s) / 2, label_top, sc->xt[i].label, s, 0, ink);
     }
-    int labels_h = FONT_FULL * s;
+    int labels_h = c->kind == PLOT_BAR ? sc->category_labels_h : FONT_FULL * s;
     for (int i = 0; c->kind == PLOT_BAR && i < c->category_count; i++) {
         int x = (int)lround(plot_axis_pixel(&l->x, i)), tw = plot_text_width(c->categories[i], s);
         fill_rect(cv, x - (w - 1) / 2, r->y1 + 1, x + w / 2, r->y1 + sc->tick_len, ink);
-        if (sc->rotate_categories) {
+        if (sc->categories == CATEGORIES_UPWARDS)
             draw_text(cv, x - FONT_CAP * s / 2, label_top + tw - 1, c->categories[i], s, 1, ink);
-            if (tw > labels_h) labels_h = tw;
-        } else {
-            draw_text(cv, x - tw / 2, label_top, c->categories[i], s, 0, ink);
-        }
+        else
+            draw_text(cv, x - tw / 2, label_top + (sc->categories == CATEGORIES_STAGGERED && i % 2 ? sc->legend_row_h : 0),
+                      c->categories[i], s, 0, ink);
     }
     if (has_text(c->xlabel)) {
         int tw = plot_text_width(c->xlabel, s);

@@ -3,8 +3,9 @@
  *
  * A line chart joins each series' points in the order given (2-pixel Bresenham lines) and marks
  * every point (a filled shape per series: circle, square, triangle, diamond, inverted triangle).
- * A bar chart has categories along x and, in each, one bar per series side by side. Either may
- * have vertical error bars. Axes are linear, with ticks at "nice" numbers (1, 2 or 5 times a power
+ * A bar chart has categories along x (labelled in a row, or staggered over two rows, or reading
+ * upwards, whichever is the first not to overlap) and, in each, one bar per series side by side.
+ * Either may have vertical error bars. Axes are linear, with ticks at "nice" numbers (1, 2 or 5 times a power
  * of ten, as many as fit without labels overlapping), or logarithmic, with a tick at every decade
  * (every other, or every fifth, when they would crowd; 1-2-5 ticks when the range spans less than
  * two decades). Then a title, axis labels, light grid lines at the labelled ticks, and a legend
