@@ -592,7 +592,7 @@ int cmd_bench(int argc, char **argv)
                             "--routers: also Tokens Choice (K=1, 2) and Experts Choice layers, n experts with\n"
                             "           capacity factor n*p/m (about as many expert rows as Soft MoE's slots)\n"
                             "--experts N,N,...: each shape at these expert counts with its n*p slots (p = slots/N)\n"
-                            "--csv FILE: also every layer measurement as a row of FILE\n");
+                            "--csv FILE: also every layer measurement as a row of FILE (the device name last)\n");
             return 2;
         }
     }
@@ -687,7 +687,7 @@ int cmd_bench(int argc, char **argv)
             fprintf(stderr, "softmoe bench: cannot write %s\n", o.csv);
             return 1;
         }
-        fprintf(csv, "device,device_name,router,b,m,d,n,p,pass,ms_min,ms_median,gflops\n");
+        fprintf(csv, "device,router,b,m,d,n,p,pass,ms_min,ms_median,gflops,device_name\n");
     }
     for (int dv = 0; dv < o.ndev; dv++) {
         for (int s = 0; s < o.nshape; s++)
@@ -711,8 +711,8 @@ int cmd_bench(int argc, char **argv)
                 double vs_cpu = cpu_index >= 0 && !res[cpu_index][s][pass].skipped[0] ? res[cpu_index][s][pass].ms_min / r->ms_min : 0;
                 double gbs = layer_weight_bytes(sh, pass) / (r->ms_min / 1e3) / 1e9;
                 if (csv)
-                    fprintf(csv, "%s,\"%s\",soft,%d,%d,%d,%d,%d,%s,%.3f,%.3f,%.2f\n", label[dv], dname[dv], sh[0], sh[1], sh[2],
-                            sh[3], sh[4], pass ? "forward+backward" : "forward", r->ms_min, r->ms_median, gf);
+                    fprintf(csv, "%s,soft,%d,%d,%d,%d,%d,%s,%.3f,%.3f,%.2f,\"%s\"\n", label[dv], sh[0], sh[1], sh[2], sh[3], sh[4],
+                            pass ? "forward+backward" : "forward", r->ms_min, r->ms_median, gf, dname[dv]);
                 if (o.json)
                     printf("{\"device\": \"%s\", \"device_name\": \"%s\", \"kind\": \"layer\", \"router\": \"soft\", \"shape\": [%d, %d, %d, %d, %d], "
                            "\"pass\": \"%s\", \"ms_min\": %.3f, \"ms_median\": %.3f, \"gflops\": %.2f, \"speedup_vs_cpu\": %.3f, "
@@ -736,8 +736,8 @@ int cmd_bench(int argc, char **argv)
                     double vs_cpu = cpu_index >= 0 && !sres[cpu_index][s][r][pass].skipped[0]
                                         ? sres[cpu_index][s][r][pass].ms_min / q->ms_min : 0;
                     if (csv)
-                        fprintf(csv, "%s,\"%s\",%s,%d,%d,%d,%d,%d,%s,%.3f,%.3f,%.2f\n", label[dv], dname[dv], router_names[r], sh[0],
-                                sh[1], sh[2], sh[3], sh[4], pass ? "forward+backward" : "forward", q->ms_min, q->ms_median, gf);
+                        fprintf(csv, "%s,%s,%d,%d,%d,%d,%d,%s,%.3f,%.3f,%.2f,\"%s\"\n", label[dv], router_names[r], sh[0], sh[1], sh[2],
+                                sh[3], sh[4], pass ? "forward+backward" : "forward", q->ms_min, q->ms_median, gf, dname[dv]);
                     if (o.json)
                         printf("{\"device\": \"%s\", \"device_name\": \"%s\", \"kind\": \"layer\", \"router\": \"%s\", "
                                "\"shape\": [%d, %d, %d, %d, %d], \"pass\": \"%s\", \"ms_min\": %.3f, \"ms_median\": %.3f, "
