@@ -348,6 +348,8 @@ typedef struct smoe_vit_config {
     int group_size;        /* sparse routers: tokens per routing group (0: one image). A group
                             * larger than an image spans consecutive images of the batch, which then
                             * compete for the experts' capacity. */
+    int expert_mlp_dim;    /* hidden size of every MoE expert, for all MoE kinds (0: mlp_dim, which
+                            * then sets the dense blocks' MLP and the experts alike) */
 } smoe_vit_config;
 
 /* Parses the JSON of "softmoe.config" (SPEC section 3), checking every value. */

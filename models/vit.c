@@ -65,9 +65,10 @@ struct smoe_vit {
 
 static const char *const moe_kind_names[3] = {"soft", "tokens_choice", "experts_choice"};
 
-/* Zeroed sparse-router fields take their defaults (smoe_vit_config). */
+/* Zeroed fields appended to smoe_vit_config take their defaults. */
 static void config_defaults(smoe_vit_config *c)
 {
+    if (c->expert_mlp_dim == 0) c->expert_mlp_dim = c->mlp_dim;
     if (c->moe_kind == SMOE_MOE_TOKENS_CHOICE && c->top_k == 0) c->top_k = 1;
     if ((c->moe_kind == SMOE_MOE_TOKENS_CHOICE || c->moe_kind == SMOE_MOE_EXPERTS_CHOICE) && c->capacity_factor == 0.0f)
         c->capacity_factor = 1.0f;
@@ -110,6 +111,7 @@ static smoe_status check_config(const smoe_vit_config *given, smoe_err *err)
         {"channels", c->channels, 1, 64},       {"dim", c->dim, 1, 16384},
         {"depth", c->depth, 1, MAX_DEPTH},      {"heads", c->heads, 1, 1024},
         {"mlp_dim", c->mlp_dim, 1, 65536},      {"num_classes", c->num_classes, 1, 1000000},
+        {"expert_mlp_dim", c->expert_mlp_dim, 1, 65536},
     };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
         if (f[i].v < f[i].lo || f[i].v > f[i].hi)
@@ -141,7 +143,7 @@ static smoe_status check_config(const smoe_vit_config *given, smoe_err *err)
     smoe_status st = check_router(c, err);
     if (st) return st;
     uint64_t weights = (uint64_t)c->depth * (4ull * c->dim * c->dim + 2ull * c->dim * c->mlp_dim) +
-                       (uint64_t)c->moe_count * c->experts * 2ull * c->dim * c->mlp_dim;
+                       (uint64_t)c->moe_count * c->experts * 2ull * c->dim * c->expert_mlp_dim;
     if (weights > (1ull << 31))
         return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: %llu weights is more than softmoe supports (2^31)",
                          (unsigned long long)weights);
@@ -161,6 +163,7 @@ static smoe_status parse_config(const char *json, smoe_vit_config *c, smoe_err *
         {"dim", &c->dim, 1},               {"depth", &c->depth, 1},           {"heads", &c->heads, 1},
         {"mlp_dim", &c->mlp_dim, 1},       {"num_classes", &c->num_classes, 1}, {"experts", &c->experts, 0},
         {"slots_per_expert", &c->slots_per_expert, 0}, {"top_k", &c->top_k, 0}, {"group_size", &c->group_size, 0},
+        {"expert_mlp_dim", &c->expert_mlp_dim, 0},
     };
     smoe_status st = SMOE_OK;
     for (size_t i = 0; i < sizeof f / sizeof f[0] && !st; i++) {
@@ -218,6 +221,9 @@ static void config_json(const smoe_vit_config *c, char *buf, size_t size)
     if (n > 0 && (size_t)n < size)
         n += snprintf(buf + n, size - (size_t)n, "], \"experts\": %d, \"slots_per_expert\": %d, \"num_classes\": %d", c->experts,
                       c->slots_per_expert, c->num_classes);
+    /* the experts' own hidden size only where it differs: other configs are written as before */
+    if (n > 0 && (size_t)n < size && c->expert_mlp_dim && c->expert_mlp_dim != c->mlp_dim)
+        n += snprintf(buf + n, size - (size_t)n, ", \"expert_mlp_dim\": %d", c->expert_mlp_dim);
     /* the sparse routers' settings; a Soft MoE config is written as before */
     if (n > 0 && (size_t)n < size && c->moe_kind != SMOE_MOE_SOFT)
         n += snprintf(buf + n, size - (size_t)n, ", \"moe_kind\": \"%s\", \"capacity_factor\": %.9g, \"group_size\": %d",
@@ -251,8 +257,8 @@ static smoe_status build_params(smoe_model *m, smoe_vit *v, smoe_err *err)
     v->T = (c->image_size / P) * (c->image_size / P);
     v->PC = c->channels * P * P;
     for (int i = 0; i < c->moe_count; i++) v->is_moe[c->moe_layers[i]] = 1;
-    v->moe_dims = (smoe_layer_dims){0, v->T, D, c->experts, c->slots_per_expert, c->mlp_dim};
-    v->sparse_dims = (smoe_sparse_dims){.m = v->T, .d = D, .n = c->experts, .h = c->mlp_dim, .kind = c->moe_kind,
+    v->moe_dims = (smoe_layer_dims){0, v->T, D, c->experts, c->slots_per_expert, c->expert_mlp_dim};
+    v->sparse_dims = (smoe_sparse_dims){.m = v->T, .d = D, .n = c->experts, .h = c->expert_mlp_dim, .kind = c->moe_kind,
                                         .top_k = c->moe_kind == SMOE_MOE_TOKENS_CHOICE ? c->top_k : 0,
                                         .capacity_factor = c->capacity_factor, .group_size = c->group_size,
                                         .importance_weight = SMOE_AUX_LOSS_WEIGHT, .load_weight = SMOE_AUX_LOSS_WEIGHT};

@@ -96,16 +96,28 @@ check "resumed final curve row equals the uninterrupted one" \
 
 # train a Tokens Choice ViT from a JSON config (flags after it override it); the model file names
 # its router and the sparse settings; eval reads it back
-printf '{"moe_kind": "tokens_choice", "top_k": 2, "capacity_factor": 1.25, "group_size": 32, "epochs": 1}\n' > "$T/tc.json"
+printf '{"moe_kind": "tokens_choice", "top_k": 2, "capacity_factor": 1.25, "group_size": 32, "expert_mlp_dim": 12, "epochs": 1}\n' \
+    > "$T/tc.json"
 "$SOFTMOE" train --config "$T/tc.json" $TINY --train-limit 320 --out "$T/tc.st" 2> "$T/tc.log"
 check "train tokens choice" "[ \$? -eq 0 ] && [ -s '$T/tc.st' ] && grep -q 'Tokens Choice' '$T/tc.log'"
 check "the model file names the router" "grep -aq 'tokens_choice' '$T/tc.st' && grep -aq 'moe.gate.weight' '$T/tc.st'"
+check "the config file's expert_mlp_dim is in the metadata" "grep -aq 'expert_mlp_dim..: 12' '$T/tc.st'"
 "$SOFTMOE" eval --device cpu --model "$T/tc.st" --json --limit 100 > "$T/tc-eval.json"
 check "eval tokens choice" "[ \$? -eq 0 ] && grep -q '\"images\": 100' '$T/tc-eval.json'"
 "$SOFTMOE" train $TINY --epochs 1 --top-k 2 --out "$T/bad.st" 2> "$T/err.txt"
 check "sparse settings without a sparse kind are refused" "[ \$? -eq 2 ] && grep -q 'moe-kind' '$T/err.txt' && [ ! -e '$T/bad.st' ]"
 "$SOFTMOE" train $TINY --epochs 1 --moe-kind sparse --out "$T/bad.st" 2> /dev/null
 check "an unknown moe kind is refused" "[ \$? -eq 2 ] && [ ! -e '$T/bad.st' ]"
+# train: experts with their own hidden size (--expert-mlp-dim): in the metadata, and eval reads it;
+# a model whose experts match mlp_dim is written without the key
+"$SOFTMOE" train $TINY --epochs 1 --train-limit 320 --expert-mlp-dim 8 --out "$T/emd.st" 2> "$T/emd.log"
+check "train --expert-mlp-dim" "[ \$? -eq 0 ] && [ -s '$T/emd.st' ] && grep -q '4 experts (mlp 8) x 1 slots' '$T/emd.log'"
+check "--expert-mlp-dim is in the metadata" "grep -aq 'expert_mlp_dim..: 8' '$T/emd.st'"
+check "a model without its own expert size has no expert_mlp_dim key" "! grep -aq 'expert_mlp_dim' '$T/full.st'"
+"$SOFTMOE" eval --device vulkan --model "$T/emd.st" --json --limit 100 > "$T/emd-eval.json"
+check "eval --expert-mlp-dim model" "[ \$? -eq 0 ] && grep -q '\"images\": 100' '$T/emd-eval.json'"
+"$SOFTMOE" train $TINY --epochs 1 --expert-mlp-dim 0 --out "$T/bad.st" 2> /dev/null
+check "--expert-mlp-dim 0 is refused" "[ \$? -eq 2 ] && [ ! -e '$T/bad.st' ]"
 # train: a loss that becomes NaN (a learning rate of 1e30) stops training with a message; the
 # last checkpoint is kept and loads, and no model is written
 "$SOFTMOE" train $TINY --epochs 1 --lr 1e30 --checkpoint "$T/nan-ck.st" --checkpoint-every 1 --out "$T/nan.st" \

@@ -288,6 +288,16 @@ static void vit_cases(smoe_context *ctx)
          "expected F32 [6, 32]", "a configuration that disagrees with the tensors");
     CASE(file, config_with(&v, "experts", "8"), SMOE_ERROR_BAD_FORMAT, "\"blocks.1.moe.phi\"", "[32, 8, 1]",
          "more experts than the tensors have");
+    /* the experts' own hidden size (absent: mlp_dim, as the golden file's 64) */
+    CASE(file, config_with(&v, "num_classes", "5, \"expert_mlp_dim\": 64"), SMOE_OK, "", NULL,
+         "expert_mlp_dim given, equal to mlp_dim");
+    CASE(file, config_with(&v, "num_classes", "5, \"expert_mlp_dim\": 32"), SMOE_ERROR_BAD_FORMAT,
+         "\"blocks.1.moe.experts.fc1.weight\" has shape [4, 64, 32]", "expected F32 [4, 32, 32]",
+         "experts' tensors that disagree with expert_mlp_dim");
+    CASE(file, config_with(&v, "mlp_dim", "32, \"expert_mlp_dim\": 64"), SMOE_ERROR_BAD_FORMAT, "\"blocks.0.mlp.fc1.weight\"",
+         "expected F32 [32, 32]", "dense MLP tensors that disagree with mlp_dim when the experts' size is kept");
+    CASE(file, config_with(&v, "num_classes", "5, \"expert_mlp_dim\": -3"), SMOE_ERROR_BAD_FORMAT,
+         "config: expert_mlp_dim is -3", NULL, "a negative expert_mlp_dim");
     CASE(file, meta(&v, "softmoe.config",
               "{\"image_size\": 8, \"patch_size\": 4, \"channels\": 1, \"dim\": 4096, \"depth\": 64, \"heads\": 2, "
               "\"mlp_dim\": 16384, \"moe_layers\": [], \"num_classes\": 5}"),

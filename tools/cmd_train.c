@@ -51,6 +51,7 @@ static void usage(void)
             "  --epochs N --batch N --lr X --min-lr X --warmup-epochs X --weight-decay X --clip X --seed N\n"
             "  --scale-lr-mult X     learning-rate multiplier of the Soft MoE logit scales (default 1)\n"
             "  --dim N --depth N --heads N --mlp-dim N --patch N --experts N --slots N\n"
+            "  --expert-mlp-dim N    hidden size of every MoE expert (default: --mlp-dim)\n"
             "  --moe-layers i,j,..   MoE blocks ('' or --dense: a dense ViT)\n"
             "  --moe-kind K          soft (default), tokens_choice or experts_choice (the sparse routers)\n"
             "  --top-k N             tokens_choice: experts per token, 1 (default) or 2\n"
@@ -91,6 +92,7 @@ static int set_option(train_opts *o, const char *name, const char *val)
         {"patch", &o->model.patch_size, 1, 28},     {"experts", &o->model.experts, 1, 65536},
         {"slots", &o->model.slots_per_expert, 1, 65536}, {"augment", &o->augment, 0, 1},
         {"top-k", &o->model.top_k, 1, 2}, {"group-size", &o->model.group_size, 0, 1 << 24},
+        {"expert-mlp-dim", &o->model.expert_mlp_dim, 1, 65536},
     };
     for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++)
         if (!strcmp(name, ints[k].name)) {
@@ -348,13 +350,15 @@ int cmd_train(int argc, char **argv)
     }
     const char *kind_names[3] = {"Soft MoE", "Tokens Choice", "Experts Choice"};
     char moe[160];
+    char hidden[32] = "";
+    if (o.model.expert_mlp_dim != o.model.mlp_dim) snprintf(hidden, sizeof hidden, " (mlp %d)", o.model.expert_mlp_dim);
     if (o.model.moe_kind == SMOE_MOE_SOFT)
-        snprintf(moe, sizeof moe, "%d experts x %d slots", o.model.experts, o.model.slots_per_expert);
+        snprintf(moe, sizeof moe, "%d experts%s x %d slots", o.model.experts, hidden, o.model.slots_per_expert);
     else {
         int tokens = (o.model.image_size / o.model.patch_size) * (o.model.image_size / o.model.patch_size);
         char top[16] = "";
         if (o.model.moe_kind == SMOE_MOE_TOKENS_CHOICE) snprintf(top, sizeof top, ", top-%d", o.model.top_k);
-        snprintf(moe, sizeof moe, "%d experts%s, capacity factor %g, groups of %d tokens", o.model.experts, top,
+        snprintf(moe, sizeof moe, "%d experts%s%s, capacity factor %g, groups of %d tokens", o.model.experts, hidden, top,
                  (double)o.model.capacity_factor, o.model.group_size ? o.model.group_size : tokens);
     }
     const char *kind = o.model.moe_kind >= 0 && o.model.moe_kind < 3 ? kind_names[o.model.moe_kind] : "?";

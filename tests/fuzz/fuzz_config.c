@@ -20,7 +20,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     FUZZ_ASSERT(c.image_size >= 1 && c.patch_size >= 1 && c.channels >= 1 && c.dim >= 1 && c.depth >= 1 &&
-                    c.heads >= 1 && c.mlp_dim >= 1 && c.num_classes >= 1,
+                    c.heads >= 1 && c.mlp_dim >= 1 && c.expert_mlp_dim >= 1 && c.num_classes >= 1,
                 "a size below 1 was accepted");
     FUZZ_ASSERT(c.dim % c.heads == 0 && c.image_size % c.patch_size == 0, "inconsistent sizes accepted");
     FUZZ_ASSERT(c.moe_count >= 0 && c.moe_count <= c.depth, "%d moe_layers for depth %d", c.moe_count, c.depth);
@@ -31,7 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (c.moe_count) FUZZ_ASSERT(c.experts >= 1 && c.slots_per_expert >= 1, "no experts or slots");
     long tokens = (long)(c.image_size / c.patch_size) * (c.image_size / c.patch_size);
     double weights = (double)c.depth * (4.0 * c.dim * c.dim + 2.0 * c.dim * c.mlp_dim) +
-                     (double)c.moe_count * c.experts * 2.0 * c.dim * c.mlp_dim + (double)c.num_classes * c.dim +
+                     (double)c.moe_count * c.experts * 2.0 * c.dim * c.expert_mlp_dim + (double)c.num_classes * c.dim +
                      (double)tokens * c.dim + (double)c.channels * c.patch_size * c.patch_size * c.dim;
     if (weights > (1 << 16)) return 0;
     smoe_model *m = NULL;
