@@ -28,6 +28,11 @@ static smoe_status set_keep(smoe_model *m, int k, int renormalize, int random, u
     int n = model_experts(m);
     if (k > 0 && !n)
         return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT, "keep %d experts: the model has no Soft MoE layer", k);
+    if (k > 0 && k < n && !smoe_model_soft_routing(m))
+        return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT,
+                             "keep %d experts: experts are scored by their softmax combine weights, but this model's Soft "
+                             "MoE layers have a uniform or identity dispatch or combine",
+                             k);
     int some = k > 0 && k < n; /* otherwise all experts: the plain layer */
     m->keep = (smoe_keep){some ? k : 0, some ? renormalize : 0, some ? random : 0, some ? seed : 0};
     m->keep_calls = 0;

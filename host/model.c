@@ -164,6 +164,27 @@ const char *smoe_layer_param_name(int i)
     return i >= 0 && i < SMOE_LAYER_PARAM_COUNT ? param_names[i] : NULL;
 }
 
+static const char *const mixing_names[3] = {"soft", "uniform", "identity"};
+
+const char *smoe_mixing_name(int mixing)
+{
+    return mixing >= SMOE_MIX_SOFT && mixing <= SMOE_MIX_IDENTITY ? mixing_names[mixing] : NULL;
+}
+
+int smoe_model_soft_routing(const smoe_model *m)
+{
+    smoe_vit_config c;
+    if (m->kind == SMOE_MODEL_LAYER) return m->layer->dims.dispatch == SMOE_MIX_SOFT && m->layer->dims.combine == SMOE_MIX_SOFT;
+    return smoe_vit_get_config(m, &c) == SMOE_OK && c.dispatch == SMOE_MIX_SOFT && c.combine == SMOE_MIX_SOFT;
+}
+
+int smoe_mixing_from_name(const char *name)
+{
+    for (int i = 0; i < 3 && name; i++)
+        if (!strcmp(name, mixing_names[i])) return i;
+    return -1;
+}
+
 static void layer_release_shape(smoe_layer_model *lm)
 {
     smoe_program_destroy(&lm->forward);
@@ -227,12 +248,43 @@ void smoe_layer_bind_params(smoe_layer_tensors *t, const smoe_model *m, int firs
     t->g_b2 = p[5].grad;
 }
 
+/* The layer's dispatch and combine weights from the metadata "softmoe.dispatch" and
+ * "softmoe.combine" (absent: soft). */
+static smoe_status layer_mixing_from_file(const smoe_st_file *f, smoe_layer_dims *d, smoe_err *err)
+{
+    const char *keys[2] = {"softmoe.dispatch", "softmoe.combine"};
+    int *sides[2] = {&d->dispatch, &d->combine};
+    for (int i = 0; i < 2; i++) {
+        const char *name = smoe_st_get_meta(f, keys[i]);
+        *sides[i] = name ? smoe_mixing_from_name(name) : SMOE_MIX_SOFT;
+        if (*sides[i] < 0)
+            return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "\"%s\" is \"%s\"; it must be \"soft\", \"uniform\" or \"identity\"",
+                             keys[i], name);
+    }
+    if ((d->dispatch == SMOE_MIX_IDENTITY) != (d->combine == SMOE_MIX_IDENTITY))
+        return smoe_fail(err, SMOE_ERROR_BAD_FORMAT,
+                         "dispatch %s with combine %s: identity (token s to slot s and back) is set on both sides or on neither",
+                         smoe_mixing_name(d->dispatch), smoe_mixing_name(d->combine));
+    return SMOE_OK;
+}
+
+int smoe_layer_metadata(const smoe_model *m, smoe_st_meta meta[2])
+{
+    int count = 0;
+    if (m->layer->dims.dispatch != SMOE_MIX_SOFT)
+        meta[count++] = (smoe_st_meta){"softmoe.dispatch", (char *)smoe_mixing_name(m->layer->dims.dispatch)};
+    if (m->layer->dims.combine != SMOE_MIX_SOFT)
+        meta[count++] = (smoe_st_meta){"softmoe.combine", (char *)smoe_mixing_name(m->layer->dims.combine)};
+    return count;
+}
+
 static smoe_status load_layer(smoe_model *m, const smoe_st_file *f, smoe_err *err)
 {
     m->layer = calloc(1, sizeof *m->layer);
     if (!m->layer) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     smoe_arena_init(&m->layer->work, smoe_ctx_gpu(m->ctx), "activations");
     smoe_status st = layer_dims_from_file(f, &m->layer->dims, err);
+    if (!st) st = layer_mixing_from_file(f, &m->layer->dims, err);
     if (!st) st = smoe_layer_add_params(m, &m->layer->dims, "", err);
     if (!st) st = smoe_model_check_file(m, f, 0, err);
     if (!st) st = smoe_model_commit_params(m, err);
@@ -467,6 +519,10 @@ static smoe_status run_layer(smoe_model *md, int b, int m, const float *x, const
         return smoe_ctx_fail(ctx, SMOE_ERROR_INVALID_ARGUMENT, "batch %d and tokens %d must be at least 1", b, m);
     if (!x || !y) return smoe_ctx_fail(ctx, SMOE_ERROR_INVALID_ARGUMENT, "x and y must not be NULL");
     smoe_layer_model *lm = md->layer;
+    if (lm->dims.dispatch == SMOE_MIX_IDENTITY && (int64_t)lm->dims.n * lm->dims.p != m)
+        return smoe_ctx_fail(ctx, SMOE_ERROR_INVALID_ARGUMENT,
+                             "identity dispatch and combine give each token its own slot: %d tokens for %d * %d slots", m,
+                             lm->dims.n, lm->dims.p);
     int backward = dy != NULL;
     size_t io = (size_t)b * m * lm->dims.d;
     smoe_err err = {{0}};

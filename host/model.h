@@ -67,6 +67,12 @@ struct smoe_layer_tensors;
 smoe_status smoe_layer_add_params(smoe_model *m, const struct smoe_layer_dims *d, const char *prefix, smoe_err *err);
 /* Points a layer op's parameter and gradient tensors at the six table entries from first. */
 void smoe_layer_bind_params(struct smoe_layer_tensors *t, const smoe_model *m, int first);
+/* The names of smoe_mixing values in model files: "soft", "uniform", "identity"; the name's
+ * value, or -1 for none of them. */
+const char *smoe_mixing_name(int mixing);
+int smoe_mixing_from_name(const char *name);
+/* Whether m's Soft MoE layers (if any) take the softmax on both sides, dispatch and combine. */
+int smoe_model_soft_routing(const smoe_model *m);
 /* Gradients get their own arena on the first backward pass. */
 smoe_status smoe_model_ensure_grads(smoe_model *m, smoe_err *err);
 
@@ -81,6 +87,9 @@ smoe_status smoe_model_keep_state(smoe_model *m, const smoe_tensor *state, smoe_
 
 /* ViT entry points (models/vit.c). */
 void smoe_vit_metadata(const smoe_model *m, char *json, size_t size);
+/* A layer model's own metadata entries beyond its kind ("softmoe.dispatch" and "softmoe.combine"
+ * where they are not soft), into meta[0..1]; returns how many. */
+int smoe_layer_metadata(const smoe_model *m, smoe_st_meta meta[2]);
 smoe_status smoe_vit_load(smoe_model *m, const smoe_st_file *f, smoe_err *err);
 void smoe_vit_destroy(struct smoe_vit *v);
 smoe_status smoe_vit_settle(smoe_model *m, smoe_err *err);

@@ -333,6 +333,18 @@ typedef enum smoe_moe_kind {
                                    * NoisyTopItemsPerExpertRouter) */
 } smoe_moe_kind;
 
+/* Soft MoE's dispatch weights D and combine weights C (SPEC section 1), each side set on its own:
+ * the routing ablation of the Soft MoE paper's Table 2. The fixed kinds leave phi and the logit
+ * scale in the model (every variant has the same parameters); where neither side is soft they get
+ * zero gradients and the logits are not computed. */
+typedef enum smoe_mixing {
+    SMOE_MIX_SOFT = 0,     /* the softmax of the logits: over the m tokens (D), over the n*p slots (C) */
+    SMOE_MIX_UNIFORM = 1,  /* D = 1/m: every slot the mean of the tokens; C = 1/(n*p): every token the
+                            * mean of the slots' outputs */
+    SMOE_MIX_IDENTITY = 2  /* slot s takes token s alone and token i slot i's output alone: a fixed
+                            * token-to-slot assignment. Needs n*p = m, and both sides identity. */
+} smoe_mixing;
+
 typedef struct smoe_vit_config {
     int image_size, patch_size, channels, dim, depth, heads, mlp_dim;
     int moe_layers[64]; /* block indices that use an MoE layer instead of the dense MLP */
@@ -350,6 +362,8 @@ typedef struct smoe_vit_config {
                             * compete for the experts' capacity. */
     int expert_mlp_dim;    /* hidden size of every MoE expert, for all MoE kinds (0: mlp_dim, which
                             * then sets the dense blocks' MLP and the experts alike) */
+    int dispatch, combine; /* Soft MoE: smoe_mixing of D and of C (0: SMOE_MIX_SOFT); identity needs
+                            * experts * slots_per_expert = the tokens of an image */
 } smoe_vit_config;
 
 /* Parses the JSON of "softmoe.config" (SPEC section 3), checking every value. */
@@ -390,7 +404,8 @@ SMOE_API smoe_status smoe_vit_infer(smoe_model *model, int b, const float *image
  * experts, smoe_layer_forward_backward, smoe_vit_loss_grads and smoe_vit_train_step fail with
  * SMOE_ERROR_INVALID_ARGUMENT (set k = 0 first).
  * Errors: SMOE_ERROR_INVALID_ARGUMENT (model NULL, k < 0, renormalize not 0 or 1, k > 0 for a ViT
- * without Soft MoE layers, the model has an unfinished job); nothing changes on failure.
+ * without Soft MoE layers, 0 < k < n for Soft MoE layers whose dispatch or combine is not the
+ * softmax (smoe_mixing), the model has an unfinished job); nothing changes on failure.
  * Threads: context. */
 SMOE_API smoe_status smoe_model_set_keep_experts(smoe_model *model, int k, int renormalize);
 

@@ -72,12 +72,13 @@ smoe_status smoe_model_save(smoe_model *m, const char *path, int with_optimizer)
         }
     }
     char config[2048] = "", step[32];
-    smoe_st_meta meta[3] = {{"softmoe.kind", m->kind == SMOE_MODEL_VIT ? "vit" : "layer"}, {"softmoe.config", config},
-                            {"softmoe.step", step}};
+    smoe_st_meta meta[4] = {{"softmoe.kind", m->kind == SMOE_MODEL_VIT ? "vit" : "layer"}, {"softmoe.config", config}};
     int meta_count = 1;
     if (m->kind == SMOE_MODEL_VIT) {
         smoe_vit_metadata(m, config, sizeof config);
         meta_count = 2;
+    } else {
+        meta_count += smoe_layer_metadata(m, meta + 1);
     }
     if (opt) {
         snprintf(step, sizeof step, "%ld", m->step);

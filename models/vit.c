@@ -79,6 +79,9 @@ static smoe_status check_router(const smoe_vit_config *c, smoe_err *err)
     if (c->moe_kind < SMOE_MOE_SOFT || c->moe_kind > SMOE_MOE_EXPERTS_CHOICE)
         return smoe_fail(err, SMOE_ERROR_BAD_FORMAT,
                          "config: moe_kind %d is none of soft (0), tokens_choice (1), experts_choice (2)", c->moe_kind);
+    if (c->moe_kind != SMOE_MOE_SOFT && (c->dispatch != SMOE_MIX_SOFT || c->combine != SMOE_MIX_SOFT))
+        return smoe_fail(err, SMOE_ERROR_BAD_FORMAT,
+                         "config: dispatch and combine are settings of Soft MoE (moe_kind soft), not of the sparse routers");
     if (c->moe_kind == SMOE_MOE_SOFT) {
         if (c->top_k || c->capacity_factor != 0.0f || c->group_size)
             return smoe_fail(err, SMOE_ERROR_BAD_FORMAT,
@@ -98,6 +101,28 @@ static smoe_status check_router(const smoe_vit_config *c, smoe_err *err)
     if (c->group_size < 0 || c->group_size > (1 << 24))
         return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: group_size %d must be between 0 (one image) and %d tokens",
                          c->group_size, 1 << 24);
+    return SMOE_OK;
+}
+
+/* Soft MoE's dispatch and combine weights (smoe_mixing); tokens per image, for identity. */
+static smoe_status check_mixing(const smoe_vit_config *c, int tokens, smoe_err *err)
+{
+    const int sides[2] = {c->dispatch, c->combine};
+    const char *names[2] = {"dispatch", "combine"};
+    for (int i = 0; i < 2; i++)
+        if (!smoe_mixing_name(sides[i]))
+            return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: %s %d is none of soft (0), uniform (1), identity (2)",
+                             names[i], sides[i]);
+    if ((c->dispatch == SMOE_MIX_IDENTITY) != (c->combine == SMOE_MIX_IDENTITY))
+        return smoe_fail(err, SMOE_ERROR_BAD_FORMAT,
+                         "config: dispatch %s with combine %s: identity (token s to slot s and back) is set on both "
+                         "sides or on neither",
+                         smoe_mixing_name(c->dispatch), smoe_mixing_name(c->combine));
+    if (c->dispatch == SMOE_MIX_IDENTITY && c->moe_count && (int64_t)c->experts * c->slots_per_expert != tokens)
+        return smoe_fail(err, SMOE_ERROR_BAD_FORMAT,
+                         "config: identity dispatch and combine give each token its own slot, so experts * "
+                         "slots_per_expert (%d * %d) must equal the %d tokens of an image ((image_size / patch_size)^2)",
+                         c->experts, c->slots_per_expert, tokens);
     return SMOE_OK;
 }
 
@@ -141,6 +166,7 @@ static smoe_status check_config(const smoe_vit_config *given, smoe_err *err)
                              c->experts, c->slots_per_expert);
     }
     smoe_status st = check_router(c, err);
+    if (!st) st = check_mixing(c, tokens, err);
     if (st) return st;
     uint64_t weights = (uint64_t)c->depth * (4ull * c->dim * c->dim + 2ull * c->dim * c->mlp_dim) +
                        (uint64_t)c->moe_count * c->experts * 2ull * c->dim * c->expert_mlp_dim;
@@ -198,6 +224,16 @@ static smoe_status parse_config(const char *json, smoe_vit_config *c, smoe_err *
         if (c->moe_kind < 0)
             st = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: \"moe_kind\" must be \"soft\", \"tokens_choice\" or \"experts_choice\"");
     }
+    const char *sides[2] = {"dispatch", "combine"};
+    int *side_of[2] = {&c->dispatch, &c->combine};
+    for (int i = 0; i < 2 && !st; i++) {
+        cJSON *v = cJSON_GetObjectItemCaseSensitive(root, sides[i]);
+        if (!v) continue;
+        *side_of[i] = smoe_mixing_from_name(cJSON_IsString(v) ? v->valuestring : NULL);
+        if (*side_of[i] < 0)
+            st = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: \"%s\" must be \"soft\", \"uniform\" or \"identity\"",
+                           sides[i]);
+    }
     cJSON *cf = cJSON_GetObjectItemCaseSensitive(root, "capacity_factor");
     if (!st && cf) {
         if (!cJSON_IsNumber(cf) || !isfinite(cf->valuedouble) || fabs(cf->valuedouble) > 1e9)
@@ -224,6 +260,11 @@ static void config_json(const smoe_vit_config *c, char *buf, size_t size)
     /* the experts' own hidden size only where it differs: other configs are written as before */
     if (n > 0 && (size_t)n < size && c->expert_mlp_dim && c->expert_mlp_dim != c->mlp_dim)
         n += snprintf(buf + n, size - (size_t)n, ", \"expert_mlp_dim\": %d", c->expert_mlp_dim);
+    /* Soft MoE's dispatch and combine weights where they are not the softmax */
+    if (n > 0 && (size_t)n < size && c->dispatch != SMOE_MIX_SOFT)
+        n += snprintf(buf + n, size - (size_t)n, ", \"dispatch\": \"%s\"", smoe_mixing_name(c->dispatch));
+    if (n > 0 && (size_t)n < size && c->combine != SMOE_MIX_SOFT)
+        n += snprintf(buf + n, size - (size_t)n, ", \"combine\": \"%s\"", smoe_mixing_name(c->combine));
     /* the sparse routers' settings; a Soft MoE config is written as before */
     if (n > 0 && (size_t)n < size && c->moe_kind != SMOE_MOE_SOFT)
         n += snprintf(buf + n, size - (size_t)n, ", \"moe_kind\": \"%s\", \"capacity_factor\": %.9g, \"group_size\": %d",
@@ -257,7 +298,8 @@ static smoe_status build_params(smoe_model *m, smoe_vit *v, smoe_err *err)
     v->T = (c->image_size / P) * (c->image_size / P);
     v->PC = c->channels * P * P;
     for (int i = 0; i < c->moe_count; i++) v->is_moe[c->moe_layers[i]] = 1;
-    v->moe_dims = (smoe_layer_dims){0, v->T, D, c->experts, c->slots_per_expert, c->expert_mlp_dim};
+    v->moe_dims = (smoe_layer_dims){.m = v->T, .d = D, .n = c->experts, .p = c->slots_per_expert, .h = c->expert_mlp_dim,
+                                    .dispatch = c->dispatch, .combine = c->combine};
     v->sparse_dims = (smoe_sparse_dims){.m = v->T, .d = D, .n = c->experts, .h = c->expert_mlp_dim, .kind = c->moe_kind,
                                         .top_k = c->moe_kind == SMOE_MOE_TOKENS_CHOICE ? c->top_k : 0,
                                         .capacity_factor = c->capacity_factor, .group_size = c->group_size,

@@ -2,6 +2,7 @@
  * Matrices are row-major; every sequence of the batch is routed independently, and the experts
  * are applied slot by slot (the same as applying expert e to the matrix of all its slots). */
 #include "ref_softmoe_f64.h"
+#include "softmoe.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -116,15 +117,21 @@ static int layer_f64(const smoe_layer_dims *dims, const ref_layer_params *prm, c
                 for (int k = 0; k < d; k++) s += Xh[i * d + k] * phihat[k * S + j];
                 L0b[i * S + j] = s;
             }
-        /* D = softmax of L over the m tokens (per column) */
-        for (int j = 0; j < S; j++) {
+        /* D = softmax of L over the m tokens (per column); or fixed: 1/m, or the identity */
+        for (int j = 0; j < S && dims->dispatch != SMOE_MIX_SOFT; j++)
+            for (int i = 0; i < m; i++)
+                Db[i * S + j] = dims->dispatch == SMOE_MIX_UNIFORM ? 1.0 / m : (double)(i == j);
+        for (int j = 0; j < S && dims->dispatch == SMOE_MIX_SOFT; j++) {
             double mx = -INFINITY, sum = 0;
             for (int i = 0; i < m; i++) mx = fmax(mx, scale * L0b[i * S + j]);
             for (int i = 0; i < m; i++) sum += exp(scale * L0b[i * S + j] - mx);
             for (int i = 0; i < m; i++) Db[i * S + j] = exp(scale * L0b[i * S + j] - mx) / sum;
         }
-        /* C = softmax of L over the S slots (per row) */
-        for (int i = 0; i < m; i++) {
+        /* C = softmax of L over the S slots (per row); or fixed: 1/S, or the identity */
+        for (int i = 0; i < m && dims->combine != SMOE_MIX_SOFT; i++)
+            for (int j = 0; j < S; j++)
+                Cb[i * S + j] = dims->combine == SMOE_MIX_UNIFORM ? 1.0 / S : (double)(i == j);
+        for (int i = 0; i < m && dims->combine == SMOE_MIX_SOFT; i++) {
             double mx = -INFINITY, sum = 0;
             for (int j = 0; j < S; j++) mx = fmax(mx, scale * L0b[i * S + j]);
             for (int j = 0; j < S; j++) sum += exp(scale * L0b[i * S + j] - mx);
@@ -272,14 +279,15 @@ static int layer_f64(const smoe_layer_dims *dims, const ref_layer_params *prm, c
                 DX[i * d + k] = s;
             }
 
-        /* G_L = D ⊙ (G_D − colsum(D ⊙ G_D)) + C ⊙ (G_C − rowsum(C ⊙ G_C)) */
+        /* G_L = D ⊙ (G_D − colsum(D ⊙ G_D)) + C ⊙ (G_C − rowsum(C ⊙ G_C)), each half only where
+         * its side is the softmax (fixed weights do not depend on L) */
         for (int i = 0; i < m * S; i++) gL[i] = 0;
-        for (int j = 0; j < S; j++) {
+        for (int j = 0; j < S && dims->dispatch == SMOE_MIX_SOFT; j++) {
             double cs = 0;
             for (int i = 0; i < m; i++) cs += Db[i * S + j] * gD[i * S + j];
             for (int i = 0; i < m; i++) gL[i * S + j] += Db[i * S + j] * (gD[i * S + j] - cs);
         }
-        for (int i = 0; i < m; i++) {
+        for (int i = 0; i < m && dims->combine == SMOE_MIX_SOFT; i++) {
             double rs = 0;
             for (int j = 0; j < S; j++) rs += Cb[i * S + j] * gC[i * S + j];
             for (int j = 0; j < S; j++) gL[i * S + j] += Cb[i * S + j] * (gC[i * S + j] - rs);

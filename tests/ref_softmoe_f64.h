@@ -15,7 +15,9 @@ typedef struct {
     double *phi, *scale, *w1, *b1, *w2, *b2;
 } ref_layer_grads;
 
-/* y[b,m,d] = SoftMoE(x). With dy != NULL also writes dx and every gradient (overwriting).
+/* y[b,m,d] = SoftMoE(x), with the dispatch and combine weights dims->dispatch and dims->combine
+ * (smoe_mixing: the fixed ones formed as matrices). With dy != NULL also writes dx and every
+ * gradient (overwriting).
  * Returns 0, or -1 when out of memory. */
 int ref_layer_f64(const smoe_layer_dims *dims, const ref_layer_params *prm, const double *x,
                   double *y, const double *dy, double *dx, const ref_layer_grads *grads);

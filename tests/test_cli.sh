@@ -118,6 +118,21 @@ check "a model without its own expert size has no expert_mlp_dim key" "! grep -a
 check "eval --expert-mlp-dim model" "[ \$? -eq 0 ] && grep -q '\"images\": 100' '$T/emd-eval.json'"
 "$SOFTMOE" train $TINY --epochs 1 --expert-mlp-dim 0 --out "$T/bad.st" 2> /dev/null
 check "--expert-mlp-dim 0 is refused" "[ \$? -eq 2 ] && [ ! -e '$T/bad.st' ]"
+# train: the routing ablation (--dispatch, --combine, or the config file's keys): in the metadata
+# only where not soft, eval reads the model; identity needs as many slots as tokens (16 here)
+"$SOFTMOE" train $TINY --epochs 1 --train-limit 320 --dispatch uniform --out "$T/mix.st" 2> "$T/mix.log"
+check "train --dispatch uniform" "[ \$? -eq 0 ] && grep -q 'uniform dispatch, soft combine' '$T/mix.log'"
+check "the dispatch is in the metadata, the soft combine is not" \
+    "grep -aq 'dispatch..: ..uniform' '$T/mix.st' && ! grep -aq 'combine..:' '$T/mix.st' && ! grep -aq 'dispatch' '$T/full.st'"
+"$SOFTMOE" eval --device vulkan --model "$T/mix.st" --json --limit 100 > "$T/mix-eval.json"
+check "eval a uniform-dispatch model" "[ \$? -eq 0 ] && grep -q '\"images\": 100' '$T/mix-eval.json'"
+printf '{"dispatch": "identity", "combine": "identity", "experts": 16, "slots": 1, "epochs": 1}\n' > "$T/id.json"
+"$SOFTMOE" train --config "$T/id.json" $TINY --experts 16 --train-limit 128 --out "$T/id.st" 2> "$T/id.log"
+check "train identity dispatch and combine" "[ \$? -eq 0 ] && grep -aq 'combine..: ..identity' '$T/id.st'"
+"$SOFTMOE" train $TINY --epochs 1 --dispatch identity --combine identity --out "$T/bad.st" 2> "$T/err.txt"
+check "identity with 4 slots for 16 tokens is refused" "[ \$? -ne 0 ] && grep -q 'must equal the 16 tokens' '$T/err.txt' && [ ! -e '$T/bad.st' ]"
+"$SOFTMOE" train $TINY --epochs 1 --combine hard --out "$T/bad.st" 2> /dev/null
+check "an unknown combine is refused" "[ \$? -eq 2 ] && [ ! -e '$T/bad.st' ]"
 # train: a loss that becomes NaN (a learning rate of 1e30) stops training with a message; the
 # last checkpoint is kept and loads, and no model is written
 "$SOFTMOE" train $TINY --epochs 1 --lr 1e30 --checkpoint "$T/nan-ck.st" --checkpoint-every 1 --out "$T/nan.st" \

@@ -1,8 +1,12 @@
 /* The Soft MoE layer on the CPU path:
  *  1. the float64 reference's gradients against central finite differences of sum(y * dy);
  *  2. the float32 CPU path (forward and backward) against the float64 reference on random
- *     shapes, including the edge cases b=1, m=1, n=1, p=1 and S below and above m. */
+ *     shapes, including the edge cases b=1, m=1, n=1, p=1 and S below and above m;
+ *  3. both for each dispatch/combine variant of the routing ablation (soft, uniform, identity:
+ *     smoe_mixing), and the float32 path's own gradients against finite differences where a
+ *     side is soft. Where neither side is soft, phi and scale get exactly zero gradients. */
 #include "ref_softmoe_f64.h"
+#include "softmoe.h"
 #include "softmoe_cpu.h"
 #include "test_util.h"
 
@@ -110,6 +114,25 @@ static double max_abs(const double *v, size_t n)
 
 static double fd_worst[T_PARAMS];
 
+/* The routing ablation's variants (dispatch, combine), the plain layer first. */
+static const int variants[5][2] = {
+    {SMOE_MIX_SOFT, SMOE_MIX_SOFT},       {SMOE_MIX_SOFT, SMOE_MIX_UNIFORM}, {SMOE_MIX_UNIFORM, SMOE_MIX_SOFT},
+    {SMOE_MIX_UNIFORM, SMOE_MIX_UNIFORM}, {SMOE_MIX_IDENTITY, SMOE_MIX_IDENTITY},
+};
+static const char *const mix_name[3] = {"soft", "uniform", "identity"};
+
+/* A shape {b, m, d, n, p, h} with variant v's dispatch and combine. */
+static smoe_layer_dims dims_of(const int s[6], int v)
+{
+    return (smoe_layer_dims){s[0], s[1], s[2], s[3], s[4], s[5], variants[v][0], variants[v][1]};
+}
+
+/* phi and scale have no part in the output when neither side is soft */
+static int routing_free(const smoe_layer_dims *dm, int t)
+{
+    return (t == T_PHI || t == T_SCALE) && dm->dispatch != SMOE_MIX_SOFT && dm->combine != SMOE_MIX_SOFT;
+}
+
 static void check_reference_gradients(smoe_layer_dims dm)
 {
     problem pr;
@@ -138,9 +161,10 @@ static void check_reference_gradients(smoe_layer_dims dm)
             double err = fabs(fd - g[t][i]) / (gmax > 0 ? gmax : 1.0);
             if (!(err <= worst)) worst = err;
         }
-        CHECK_MSG(gmax > 0, "reference grad of %s is all zero", tensor_name[t]);
-        CHECK_MSG(worst <= 1e-6, "b=%d m=%d d=%d n=%d p=%d h=%d: d%s vs finite differences: %.3g",
-                  dm.b, dm.m, dm.d, dm.n, dm.p, dm.h, tensor_name[t], worst);
+        if (routing_free(&dm, t)) CHECK_MSG(gmax == 0, "reference grad of %s is not zero", tensor_name[t]);
+        else CHECK_MSG(gmax > 0, "reference grad of %s is all zero", tensor_name[t]);
+        CHECK_MSG(worst <= 1e-6, "b=%d m=%d d=%d n=%d p=%d h=%d %s/%s: d%s vs finite differences: %.3g", dm.b, dm.m,
+                  dm.d, dm.n, dm.p, dm.h, mix_name[dm.dispatch], mix_name[dm.combine], tensor_name[t], worst);
         if (!(worst <= fd_worst[t])) fd_worst[t] = worst;
     }
     for (int t = 0; t < T_PARAMS; t++) free(g[t]);
@@ -209,29 +233,101 @@ static void check_cpu_against_reference(smoe_layer_dims dm)
         err[K_Y] = rel_err_f64(y32, yref, pr.ylen);
         for (int t = 0; t < T_PARAMS; t++) err[t] = rel_err_f64(g32[t], g[t], pr.len[t]);
         for (int k = 0; k < K_KINDS; k++) {
-            CHECK_MSG(err[k] <= 1e-4, "b=%d m=%d d=%d n=%d p=%d h=%d: %s rel err %.3g", dm.b, dm.m,
-                      dm.d, dm.n, dm.p, dm.h, kind_name(k), err[k]);
+            CHECK_MSG(err[k] <= 1e-4, "b=%d m=%d d=%d n=%d p=%d h=%d %s/%s: %s rel err %.3g", dm.b, dm.m,
+                      dm.d, dm.n, dm.p, dm.h, mix_name[dm.dispatch], mix_name[dm.combine], kind_name(k), err[k]);
             if (!(err[k] <= f32_worst[k])) f32_worst[k] = err[k];
         }
+        /* fixed weights on both sides: phi and scale get exactly zero */
+        for (int t = 0; t < T_PARAMS; t++)
+            if (routing_free(&dm, t))
+                for (size_t i = 0; i < pr.len[t]; i++) CHECK_MSG(g32[t][i] == 0.0f, "d%s[%zu] is %g", tensor_name[t], i, g32[t][i]);
     }
     for (int t = 0; t < T_PARAMS; t++) free(g[t]), free(v32[t]), free(g32[t]);
     free(yref), free(dy32), free(y32), free(ws);
     problem_free(&pr);
 }
 
+/* ---- 3. the float32 path's own gradients vs central differences ---- */
+
+static double fd32_worst;
+
+/* sum(y * dy) in double from the float32 forward */
+static double cpu_loss(const smoe_layer_dims *dm, const smoe_layer_params *p32, const float *x, const float *dy, float *y,
+                       float *ws, size_t ylen)
+{
+    smoe_cpu_layer_forward(dm, p32, x, y, ws);
+    double s = 0;
+    for (size_t i = 0; i < ylen; i++) s += (double)y[i] * dy[i];
+    return s;
+}
+
+/* 12 coordinates of every tensor, eps 2e-2: smaller steps drown the scale's one small gradient
+ * in float32 rounding of the loss (eps 3e-3: 3e-3 of it), larger ones in the eps² term; measured
+ * 2.4e-4 of each tensor's largest gradient, and a missing or wrong term is far above 2e-3. */
+static void check_cpu_finite_differences(smoe_layer_dims dm)
+{
+    problem pr;
+    float *v32[T_PARAMS] = {0}, *g32[T_PARAMS] = {0}, *dy32 = NULL, *y32 = NULL, *ws = NULL;
+    int ok = problem_make(&pr, dm, 1.3) == 0;
+    for (int t = 0; ok && t < T_PARAMS; t++)
+        ok = (v32[t] = to_float(pr.val[t], pr.len[t])) && (g32[t] = filled(pr.len[t], NAN));
+    ok = ok && (dy32 = to_float(pr.dy, pr.ylen)) && (y32 = filled(pr.ylen, NAN)) &&
+         (ws = filled(smoe_cpu_layer_workspace(&dm), NAN));
+    CHECK(ok);
+    if (ok) {
+        smoe_layer_params p32 = {v32[T_PHI], v32[T_SCALE], v32[T_W1], v32[T_B1], v32[T_W2], v32[T_B2]};
+        smoe_layer_grads gr32 = {g32[T_PHI], g32[T_SCALE], g32[T_W1], g32[T_B1], g32[T_W2], g32[T_B2]};
+        smoe_cpu_layer_forward(&dm, &p32, v32[T_X], y32, ws);
+        smoe_cpu_layer_backward(&dm, &p32, v32[T_X], dy32, ws, g32[T_X], &gr32);
+        const float eps = 2e-2f;
+        for (int t = 0; t < T_PARAMS; t++) {
+            float gmax = 0;
+            for (size_t i = 0; i < pr.len[t]; i++) gmax = fabsf(g32[t][i]) > gmax ? fabsf(g32[t][i]) : gmax;
+            double worst = 0;
+            for (int s = 0; s < 12; s++) {
+                size_t i = rng_index(pr.len[t]);
+                float keep = v32[t][i];
+                v32[t][i] = keep + eps;
+                double lp = cpu_loss(&dm, &p32, v32[T_X], dy32, y32, ws, pr.ylen);
+                v32[t][i] = keep - eps;
+                double lm = cpu_loss(&dm, &p32, v32[T_X], dy32, y32, ws, pr.ylen);
+                v32[t][i] = keep;
+                double fd = (lp - lm) / ((double)(keep + eps) - (double)(keep - eps));
+                double err = fabs(fd - g32[t][i]) / (gmax > 0 ? gmax : 1.0);
+                if (!(err <= worst)) worst = err;
+            }
+            CHECK_MSG(worst <= 2e-3, "b=%d m=%d d=%d n=%d p=%d h=%d %s/%s: float32 d%s vs finite differences: %.3g", dm.b,
+                      dm.m, dm.d, dm.n, dm.p, dm.h, mix_name[dm.dispatch], mix_name[dm.combine], tensor_name[t], worst);
+            if (!(worst <= fd32_worst)) fd32_worst = worst;
+        }
+    }
+    for (int t = 0; t < T_PARAMS; t++) free(v32[t]), free(g32[t]);
+    free(dy32), free(y32), free(ws);
+    problem_free(&pr);
+}
+
 int main(void)
 {
-    static const smoe_layer_dims fd_shapes[] = {
+    static const int fd_shapes[][6] = {
         {2, 5, 6, 3, 2, 7}, /* S = 6 > m = 5 */
         {1, 3, 5, 4, 2, 6}, /* S = 8 > m = 3 */
         {3, 6, 4, 1, 2, 5}, /* n = 1, S < m */
     };
     for (size_t i = 0; i < sizeof fd_shapes / sizeof fd_shapes[0]; i++)
-        check_reference_gradients(fd_shapes[i]);
+        check_reference_gradients(dims_of(fd_shapes[i], 0));
+    /* every variant of the routing ablation; identity needs n*p = m */
+    static const int fd_mix_shapes[][6] = {
+        {2, 6, 5, 3, 2, 7}, /* S = m = 6 */
+        {1, 4, 6, 4, 1, 5}, /* S = m = 4, p = 1 */
+    };
+    for (int v = 1; v < 5; v++)
+        for (size_t i = 0; i < sizeof fd_mix_shapes / sizeof fd_mix_shapes[0]; i++)
+            check_reference_gradients(dims_of(fd_mix_shapes[i], v));
+    for (int v = 1; v < 4; v++) check_reference_gradients(dims_of(fd_shapes[0], v));
     printf("f64 reference vs finite differences, worst error / max |grad|:\n");
     for (int t = 0; t < T_PARAMS; t++) printf("  d%-6s %.3g\n", tensor_name[t], fd_worst[t]);
 
-    static const smoe_layer_dims shapes[] = {
+    static const int shapes[][6] = {
         {1, 1, 4, 1, 1, 5},     /* everything minimal */
         {1, 1, 9, 4, 3, 11},    /* m = 1 < S */
         {2, 5, 6, 3, 2, 7},
@@ -252,9 +348,28 @@ int main(void)
         {1, 4, 8, 1, 1, 2100},
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-        check_cpu_against_reference(shapes[i]);
+        check_cpu_against_reference(dims_of(shapes[i], 0));
+    /* the routing variants: identity on shapes with n*p = m, the others also on the smaller and
+     * the larger shapes above */
+    static const int mix_shapes[][6] = {
+        {1, 1, 4, 1, 1, 5}, {2, 6, 5, 3, 2, 7}, {3, 12, 24, 4, 3, 48}, {2, 40, 64, 40, 1, 96}, {5, 36, 36, 6, 6, 300},
+    };
+    for (int v = 1; v < 5; v++) {
+        for (size_t i = 0; i < sizeof mix_shapes / sizeof mix_shapes[0]; i++)
+            check_cpu_against_reference(dims_of(mix_shapes[i], v));
+        if (variants[v][0] == SMOE_MIX_IDENTITY) continue;
+        check_cpu_against_reference(dims_of(shapes[2], v));  /* S > m */
+        check_cpu_against_reference(dims_of(shapes[9], v));  /* S < m */
+        check_cpu_against_reference(dims_of(shapes[13], v)); /* b*p > 32 */
+    }
     printf("float32 CPU path vs f64 reference, worst error / max |ref|:\n");
     for (int k = 0; k < K_KINDS; k++) printf("  %-7s %.3g\n", kind_name(k), f32_worst[k]);
+
+    for (int v = 0; v < 4; v++) { /* a soft side */
+        check_cpu_finite_differences(dims_of((const int[6]){2, 6, 5, 3, 2, 7}, v));
+        check_cpu_finite_differences(dims_of((const int[6]){1, 9, 8, 2, 2, 6}, v));
+    }
+    printf("float32 CPU path vs finite differences (soft sides), worst error / max |grad|: %.3g\n", fd32_worst);
 
     return test_finish("test_cpu_layer");
 }

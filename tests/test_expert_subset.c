@@ -35,7 +35,7 @@ typedef struct layer {
 
 static void layer_alloc(layer *L, int b, int m, int d, int n, int p, int h)
 {
-    L->dm = (smoe_layer_dims){b, m, d, n, p, h};
+    L->dm = (smoe_layer_dims){.b = b, .m = m, .d = d, .n = n, .p = p, .h = h};
     size_t counts[6] = {(size_t)d * n * p, 1, (size_t)n * h * d, (size_t)n * h, (size_t)n * d * h, (size_t)n * d};
     for (int i = 0; i < 6; i++) {
         L->count[i] = counts[i];

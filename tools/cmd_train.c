@@ -54,6 +54,8 @@ static void usage(void)
             "  --expert-mlp-dim N    hidden size of every MoE expert (default: --mlp-dim)\n"
             "  --moe-layers i,j,..   MoE blocks ('' or --dense: a dense ViT)\n"
             "  --moe-kind K          soft (default), tokens_choice or experts_choice (the sparse routers)\n"
+            "  --dispatch W --combine W   Soft MoE's dispatch and combine weights: soft (default), uniform or\n"
+            "                        identity (both sides; experts x slots = tokens): the routing ablation\n"
             "  --top-k N             tokens_choice: experts per token, 1 (default) or 2\n"
             "  --capacity-factor X   sparse routers: expert capacity factor c (default 1)\n"
             "  --group-size N        sparse routers: tokens per routing group (default: one image)\n"
@@ -121,6 +123,16 @@ static int set_option(train_opts *o, const char *name, const char *val)
         for (int k = 0; k < 3; k++)
             if (!strcmp(val, kinds[k])) {
                 o->model.moe_kind = k;
+                return 1;
+            }
+        return 0;
+    }
+    if (!strcmp(name, "dispatch") || !strcmp(name, "combine")) {
+        const char *kinds[3] = {"soft", "uniform", "identity"};
+        int *side = !strcmp(name, "dispatch") ? &o->model.dispatch : &o->model.combine;
+        for (int k = 0; k < 3; k++)
+            if (!strcmp(val, kinds[k])) {
+                *side = k;
                 return 1;
             }
         return 0;
@@ -352,8 +364,13 @@ int cmd_train(int argc, char **argv)
     char moe[160];
     char hidden[32] = "";
     if (o.model.expert_mlp_dim != o.model.mlp_dim) snprintf(hidden, sizeof hidden, " (mlp %d)", o.model.expert_mlp_dim);
+    const char *mix_names[3] = {"soft", "uniform", "identity"};
+    char mixing[64] = "";
+    if (o.model.dispatch || o.model.combine)
+        snprintf(mixing, sizeof mixing, ", %s dispatch, %s combine", mix_names[o.model.dispatch % 3],
+                 mix_names[o.model.combine % 3]);
     if (o.model.moe_kind == SMOE_MOE_SOFT)
-        snprintf(moe, sizeof moe, "%d experts%s x %d slots", o.model.experts, hidden, o.model.slots_per_expert);
+        snprintf(moe, sizeof moe, "%d experts%s x %d slots%s", o.model.experts, hidden, o.model.slots_per_expert, mixing);
     else {
         int tokens = (o.model.image_size / o.model.patch_size) * (o.model.image_size / o.model.patch_size);
         char top[16] = "";

@@ -8,7 +8,9 @@
  *                                                      their backward are one GEMM per expert.
  * Slots move between the two layouts with a gather/scatter copy (p*d floats per block).
  * D and C are materialised in the workspace (b*m*S floats each), with the unscaled logits X̂Φ̂
- * that G_scale needs. The l2 normalisations are folded into the matmuls: X̂Φ̂ = r ⊙ (XΦ̂), and
+ * that G_scale needs. A fixed side of the routing ablation (dims->dispatch, dims->combine:
+ * uniform or identity weights) is never formed: mix_fixed() sums or copies rows instead, the
+ * logits are computed only for a soft side, and only a soft side contributes to G_L. The l2 normalisations are folded into the matmuls: X̂Φ̂ = r ⊙ (XΦ̂), and
  * the backward scales G_L by scale*r once, so that G_Φ̂ = Xᵀ(scale r ⊙ G_L) and
  * r ⊙ G_X̂ = (scale r ⊙ G_L) Φ̂ᵀ: X̂ is never formed.
  *
@@ -34,6 +36,7 @@
 #include "softmoe_cpu.h"
 #include "expert_subset_cpu.h"
 #include "fast_math.h"
+#include "softmoe.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -406,6 +409,7 @@ typedef struct {
     size_t gh;     /* [n, b*p, h]  G_H, then G_A (bwd) */
     size_t gc;     /* [b*m, S]     G_C (bwd) */
     size_t gl;     /* [b*m, S]     G_D, then G_L, then scale*r*G_L (bwd) */
+    size_t mix;    /* [b, d]       a uniform side's sum of the rows it mixes */
     /* expert-subset forward (smoe_cpu_layer_forward_keep), kp = k*p kept slots per sequence;
      * it also uses disp for D and gc for C of the kept slots [b, m, kp] */
     size_t scores; /* [b, n]       expert scores */
@@ -447,6 +451,7 @@ static ws_layout ws_plan(const smoe_layer_dims *dm)
     w.gh = carve(&top, b * S * h);
     w.gc = carve(&top, b * m * S);
     w.gl = carve(&top, b * m * S);
+    w.mix = carve(&top, b * d);
     w.scores = carve(&top, b * (size_t)dm->n);
     w.kept = carve(&top, b * (size_t)dm->n);
     w.rows = carve(&top, b * S);
@@ -632,10 +637,12 @@ void smoe_cpu_experts_backward(int n, int M, int d, int h, const float *w1, cons
 /* Forward                                                                                   */
 /* ---------------------------------------------------------------------------------------- */
 
-/* The routing every forward starts with: r, c, Φ̂, X̂Φ̂ (in l0) and C. */
+/* The routing a forward with a soft side starts with: r, c, Φ̂, X̂Φ̂ (in l0) and, when the
+ * combine is soft, C. */
 static void route(const smoe_layer_dims *dims, const smoe_layer_params *prm, const float *x,
                   float *ws, const ws_layout *w)
 {
+    const int soft_c = dims->combine == SMOE_MIX_SOFT;
     const int b = dims->b, m = dims->m, d = dims->d, S = dims->n * dims->p, bm = b * m;
     const float scale = prm->scale[0];
     float *r = ws + w->r, *c = ws + w->c, *phihat = ws + w->phihat, *l0 = ws + w->l0;
@@ -675,6 +682,7 @@ static void route(const smoe_layer_dims *dims, const smoe_layer_params *prm, con
             const float v = scale * li[j];
             mx = v > mx ? v : mx;
         }
+        if (!soft_c) continue;
 #pragma omp simd reduction(+ : sum)
         for (int j = 0; j < S; j++) {
             ci[j] = exp_nonpositive(scale * li[j] - mx);
@@ -683,6 +691,38 @@ static void route(const smoe_layer_dims *dims, const smoe_layer_params *prm, con
         const float inv = 1.0f / sum;
 #pragma omp simd
         for (int j = 0; j < S; j++) ci[j] *= inv;
+    }
+}
+
+/* A fixed side (SMOE_MIX_UNIFORM or SMOE_MIX_IDENTITY) applied without forming its weights, per
+ * sequence z: out[z] (rows_out x d) = (or, with accumulate, +=) W in[z] (rows_in x d), where W
+ * has every weight w (each output row is w times the sum of the input rows, which go through sum
+ * [b, d]) or is the identity (rows_out = rows_in: a copy). The dispatch X̃ = Dᵀ X has w = 1/m, the
+ * combine Y = C Ỹ w = 1/S; their backward G_Ỹ = Cᵀ G_Y and G_X = D G_X̃ the same weights. */
+static void mix_fixed(int mode, int b, int rows_in, int rows_out, int d, float w, const float *in,
+                      float *out, float *sum, int accumulate)
+{
+    if (mode == SMOE_MIX_IDENTITY) {
+        const size_t n = (size_t)b * rows_in * d;
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < n; i++) out[i] = accumulate ? out[i] + in[i] : in[i];
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (int z = 0; z < b; z++) {
+        float *sz = sum + (size_t)z * d;
+        for (int k = 0; k < d; k++) sz[k] = 0.0f;
+        for (int r = 0; r < rows_in; r++) {
+            const float *row = in + ((size_t)z * rows_in + r) * d;
+#pragma omp simd
+            for (int k = 0; k < d; k++) sz[k] += row[k];
+        }
+        for (int k = 0; k < d; k++) sz[k] *= w;
+        for (int r = 0; r < rows_out; r++) {
+            float *o = out + ((size_t)z * rows_out + r) * d;
+#pragma omp simd
+            for (int k = 0; k < d; k++) o[k] = accumulate ? o[k] + sz[k] : sz[k];
+        }
     }
 }
 
@@ -727,14 +767,19 @@ void smoe_cpu_layer_forward(const smoe_layer_dims *dims, const smoe_layer_params
     const ws_layout w = ws_plan(dims);
     float *l0 = ws + w.l0, *D = ws + w.disp, *C = ws + w.comb, *xs = ws + w.xs, *A = ws + w.a;
     float *H = ws + w.act, *ys = ws + w.ys, *seq = ws + w.seq, *ex1 = ws + w.ex1, *pack = ws + w.pack;
+    float *sum = ws + w.mix;
+    const int soft_d = dims->dispatch == SMOE_MIX_SOFT, soft_c = dims->combine == SMOE_MIX_SOFT;
 
-    route(dims, prm, x, ws, &w);
-    /* D = softmax over the tokens of each sequence, per slot column */
-    softmax_columns(b, m, S, prm->scale[0], l0, D);
-
-    /* X̃ = Dᵀ X per sequence (sequence-major), then gathered expert-major */
-    mm(b, S, d, m, mat_t(D, S, (size_t)m * S), mat(x, d, (size_t)m * d), seq, d, (size_t)S * d, 0,
-       pack);
+    if (soft_d || soft_c) route(dims, prm, x, ws, &w);
+    /* X̃ = Dᵀ X per sequence (sequence-major), then gathered expert-major; a soft D is the softmax
+     * over the tokens of each sequence, per slot column */
+    if (soft_d) {
+        softmax_columns(b, m, S, prm->scale[0], l0, D);
+        mm(b, S, d, m, mat_t(D, S, (size_t)m * S), mat(x, d, (size_t)m * d), seq, d, (size_t)S * d,
+           0, pack);
+    } else {
+        mix_fixed(dims->dispatch, b, m, S, d, 1.0f / (float)m, x, seq, sum, 0);
+    }
     permute_slots(dims, seq, xs, 1, NULL);
 
     /* per expert: A = X̃ W1ᵀ + b1, H = gelu(A), then fc2 (without its bias) */
@@ -742,8 +787,11 @@ void smoe_cpu_layer_forward(const smoe_layer_dims *dims, const smoe_layer_params
 
     /* Ỹ = fc2 output + b2, sequence-major; Y = C Ỹ per sequence */
     permute_slots(dims, ex1, ys, 0, prm->b2);
-    mm(b, m, d, S, mat(C, S, (size_t)m * S), mat(ys, d, (size_t)S * d), y, d, (size_t)m * d, 0,
-       pack);
+    if (soft_c)
+        mm(b, m, d, S, mat(C, S, (size_t)m * S), mat(ys, d, (size_t)S * d), y, d, (size_t)m * d, 0,
+           pack);
+    else
+        mix_fixed(dims->combine, b, S, m, d, 1.0f / (float)S, ys, y, sum, 0);
 }
 
 /* The expert-subset forward: the full layer's steps, each over the kept slots only. Kept slot t
@@ -851,6 +899,29 @@ void smoe_cpu_layer_forward_keep(const smoe_layer_dims *dims, const smoe_layer_p
 /* Backward                                                                                  */
 /* ---------------------------------------------------------------------------------------- */
 
+/* g = D ⊙ (g − colsum(D ⊙ g)) in place, per sequence and slot column: the backward of the
+ * softmax over the m tokens (the dispatch half of G_L), for the b [m, cols] matrices of D and g. */
+static void softmax_columns_backward(int b, int m, int cols, const float *D, float *g)
+{
+    const int nblk = (cols + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int bb = 0; bb < b; bb++)
+        for (int jb = 0; jb < nblk; jb++) {
+            const int j0 = jb * COL_BLOCK, nj = cols - j0 < COL_BLOCK ? cols - j0 : COL_BLOCK;
+            const float *db = D + (size_t)bb * m * cols + j0;
+            float *gb = g + (size_t)bb * m * cols + j0;
+            float cs[COL_BLOCK];
+            for (int t = 0; t < nj; t++) cs[t] = 0.0f;
+            for (int i = 0; i < m; i++)
+#pragma omp simd
+                for (int t = 0; t < nj; t++) cs[t] += db[(size_t)i * cols + t] * gb[(size_t)i * cols + t];
+            for (int i = 0; i < m; i++)
+#pragma omp simd
+                for (int t = 0; t < nj; t++)
+                    gb[(size_t)i * cols + t] = db[(size_t)i * cols + t] * (gb[(size_t)i * cols + t] - cs[t]);
+        }
+}
+
 void smoe_cpu_layer_backward(const smoe_layer_dims *dims, const smoe_layer_params *prm,
                              const float *x, const float *dy, float *ws, float *dx,
                              const smoe_layer_grads *grads)
@@ -863,13 +934,18 @@ void smoe_cpu_layer_backward(const smoe_layer_dims *dims, const smoe_layer_param
     const float *D = ws + w.disp, *C = ws + w.comb, *xs = ws + w.xs, *A = ws + w.a;
     const float *H = ws + w.act, *ys = ws + w.ys;
     float *seq = ws + w.seq, *gy_e = ws + w.ex1, *gx_e = ws + w.ex2, *gh = ws + w.gh;
-    float *gc = ws + w.gc, *gl = ws + w.gl, *pack = ws + w.pack;
+    float *gc = ws + w.gc, *gl = ws + w.gl, *sum = ws + w.mix, *pack = ws + w.pack;
+    const int soft_d = dims->dispatch == SMOE_MIX_SOFT, soft_c = dims->combine == SMOE_MIX_SOFT;
 
-    /* G_C = G_Y Ỹᵀ and G_Ỹ = Cᵀ G_Y per sequence; G_Ỹ gathered expert-major */
-    mm(b, m, S, d, mat(dy, d, (size_t)m * d), mat_t(ys, d, (size_t)S * d), gc, S, (size_t)m * S,
-       0, pack);
-    mm(b, S, d, m, mat_t(C, S, (size_t)m * S), mat(dy, d, (size_t)m * d), seq, d, (size_t)S * d,
-       0, pack);
+    /* G_C = G_Y Ỹᵀ (a soft C only) and G_Ỹ = Cᵀ G_Y per sequence; G_Ỹ gathered expert-major */
+    if (soft_c) {
+        mm(b, m, S, d, mat(dy, d, (size_t)m * d), mat_t(ys, d, (size_t)S * d), gc, S,
+           (size_t)m * S, 0, pack);
+        mm(b, S, d, m, mat_t(C, S, (size_t)m * S), mat(dy, d, (size_t)m * d), seq, d,
+           (size_t)S * d, 0, pack);
+    } else {
+        mix_fixed(dims->combine, b, m, S, d, 1.0f / (float)S, dy, seq, sum, 0);
+    }
     permute_slots(dims, seq, gy_e, 1, NULL);
 
     /* the experts' backward: every expert gradient and G_X̃; G_X̃ scattered sequence-major */
@@ -877,45 +953,44 @@ void smoe_cpu_layer_backward(const smoe_layer_dims *dims, const smoe_layer_param
                               grads->b1, grads->w2, grads->b2, pack);
     permute_slots(dims, gx_e, seq, 0, NULL);
 
-    /* G_D = X G_X̃ᵀ per sequence */
-    mm(b, m, S, d, mat(x, d, (size_t)m * d), mat_t(seq, d, (size_t)S * d), gl, S, (size_t)m * S,
-       0, pack);
+    /* Neither side soft: the logits play no part, G_X = D G_X̃ alone */
+    if (!soft_d && !soft_c) {
+        memset(grads->phi, 0, sizeof(float) * (size_t)dims->d * S);
+        grads->scale[0] = 0.0f;
+        mix_fixed(dims->dispatch, b, S, m, d, 1.0f / (float)m, seq, dx, sum, 0);
+        return;
+    }
 
-    /* G_L, first the dispatch half: D ⊙ (G_D − colsum(D ⊙ G_D)), per sequence and slot */
-    const int nblk = (S + COL_BLOCK - 1) / COL_BLOCK;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int bb = 0; bb < b; bb++)
-        for (int jb = 0; jb < nblk; jb++) {
-            const int j0 = jb * COL_BLOCK, nj = S - j0 < COL_BLOCK ? S - j0 : COL_BLOCK;
-            const float *db = D + (size_t)bb * m * S + j0;
-            float *gb = gl + (size_t)bb * m * S + j0;
-            float cs[COL_BLOCK];
-            for (int t = 0; t < nj; t++) cs[t] = 0.0f;
-            for (int i = 0; i < m; i++)
-#pragma omp simd
-                for (int t = 0; t < nj; t++) cs[t] += db[(size_t)i * S + t] * gb[(size_t)i * S + t];
-            for (int i = 0; i < m; i++)
-#pragma omp simd
-                for (int t = 0; t < nj; t++)
-                    gb[(size_t)i * S + t] = db[(size_t)i * S + t] * (gb[(size_t)i * S + t] - cs[t]);
-        }
+    /* G_D = X G_X̃ᵀ per sequence (a soft D only) */
+    if (soft_d)
+        mm(b, m, S, d, mat(x, d, (size_t)m * d), mat_t(seq, d, (size_t)S * d), gl, S,
+           (size_t)m * S, 0, pack);
+    else
+        memset(gl, 0, sizeof(float) * (size_t)bm * S);
 
-    /* ... then the combine half C ⊙ (G_C − rowsum(C ⊙ G_C)) per token; G_scale = Σ G_L ⊙ X̂Φ̂;
-     * and gl becomes G' = scale r ⊙ G_L, so that G_Φ̂ = Xᵀ G' and r ⊙ G_X̂ = G' Φ̂ᵀ. */
+    /* G_L, first the dispatch half (a soft D only) */
+    if (soft_d) softmax_columns_backward(b, m, S, D, gl);
+
+    /* ... then the combine half C ⊙ (G_C − rowsum(C ⊙ G_C)) per token (a soft C only);
+     * G_scale = Σ G_L ⊙ X̂Φ̂; and gl becomes G' = scale r ⊙ G_L, so that G_Φ̂ = Xᵀ G' and
+     * r ⊙ G_X̂ = G' Φ̂ᵀ. */
     double gscale = 0.0;
 #pragma omp parallel for schedule(static) reduction(+ : gscale)
     for (int i = 0; i < bm; i++) {
         const float *ci = C + (size_t)i * S, *gci = gc + (size_t)i * S, *li = l0 + (size_t)i * S;
         float *gli = gl + (size_t)i * S;
         float rs = 0.0f, gs = 0.0f;
+        if (soft_c) { /* C and G_C are not formed otherwise */
 #pragma omp simd reduction(+ : rs)
-        for (int j = 0; j < S; j++) rs += ci[j] * gci[j];
+            for (int j = 0; j < S; j++) rs += ci[j] * gci[j];
+#pragma omp simd
+            for (int j = 0; j < S; j++) gli[j] += ci[j] * (gci[j] - rs);
+        }
         const float sr = scale * r[i];
 #pragma omp simd reduction(+ : gs)
         for (int j = 0; j < S; j++) {
-            const float g = gli[j] + ci[j] * (gci[j] - rs);
-            gs += g * li[j];
-            gli[j] = sr * g;
+            gs += gli[j] * li[j];
+            gli[j] *= sr;
         }
         gscale += gs;
     }
@@ -948,6 +1023,9 @@ void smoe_cpu_layer_backward(const smoe_layer_dims *dims, const smoe_layer_param
 #pragma omp simd
         for (int k = 0; k < d; k++) q[k] -= f * xi[k];
     }
-    mm(b, m, d, S, mat(D, S, (size_t)m * S), mat(seq, d, (size_t)S * d), dx, d, (size_t)m * d,
-       MM_ACCUMULATE, pack);
+    if (soft_d)
+        mm(b, m, d, S, mat(D, S, (size_t)m * S), mat(seq, d, (size_t)S * d), dx, d, (size_t)m * d,
+           MM_ACCUMULATE, pack);
+    else
+        mix_fixed(dims->dispatch, b, S, m, d, 1.0f / (float)m, seq, dx, sum, 1);
 }

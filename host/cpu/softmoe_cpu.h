@@ -9,6 +9,8 @@
 
 typedef struct smoe_layer_dims {
     int b, m, d, n, p, h; /* batch, tokens, model dim, experts, slots per expert, expert hidden */
+    int dispatch, combine; /* smoe_mixing of D and C (softmoe.h; 0: soft). SMOE_MIX_IDENTITY on
+                            * both, with n*p = m, or on neither. */
 } smoe_layer_dims;
 
 /* Parameters, in the SPEC's layouts: phi [d, n*p], scale [1], w1 [n, h, d], b1 [n, h],

@@ -14,6 +14,15 @@ typedef struct smoe_exec {
     smoe_program *prog; /* Vulkan: the program being recorded */
 } smoe_exec;
 
+/* Vulkan only: recorders of two small kernels that other ops files use too (the Soft MoE layer's
+ * fixed dispatch and combine). y[e] = alpha * x[(e / (rows*cols))*cols + e % cols] (+ y[e] with
+ * accumulate), e < n: a row per batch repeated over rows, or (rows 1, cols n) a copy. */
+smoe_status smoe_record_bcast(smoe_program *p, const smoe_tensor *x, const smoe_tensor *y, uint32_t n, uint32_t rows,
+                              uint32_t cols, float alpha, int accumulate, smoe_err *err);
+/* y[z*cols + c] = alpha * sum_r x[(z*rows + r)*cols + c], z < batch. */
+smoe_status smoe_record_sum_rows(smoe_program *p, const smoe_tensor *x, const smoe_tensor *y, uint32_t rows, uint32_t cols,
+                                 uint32_t batch, float alpha, smoe_err *err);
+
 /* y[rows, out] = x[rows, in] W^T + b (W [out, in]; b may be NULL). */
 smoe_status smoe_op_linear_forward(smoe_exec *ex, int rows, int in, int out, const smoe_tensor *x,
                                    const smoe_tensor *w, const smoe_tensor *b, const smoe_tensor *y, smoe_err *err);

@@ -1,7 +1,12 @@
-/* The Soft MoE layer on Vulkan: forward in 8 dispatches, backward in 16; D and C never stored. */
+/* The Soft MoE layer on Vulkan: forward in 8 dispatches, backward in 16; D and C never stored.
+ * A fixed side of the routing ablation (smoe_mixing) replaces its matmuls: uniform weights are a
+ * sum over rows and a broadcast (sum_rows.comp, broadcast.comp), identity weights a copy; the
+ * logits and their statistics are computed only for a soft side. */
 #include "ops/softmoe_layer.h"
 
 #include <string.h>
+
+#include "softmoe.h"
 
 #include "common/interface.h"
 #include "ops/expert_subset.h"
@@ -31,6 +36,7 @@ smoe_status smoe_layer_reserve(smoe_layer_tensors *L, const smoe_layer_dims *d, 
     if (!st) st = reserve(a, &L->pre, n * R * H, err);
     if (!st) st = reserve(a, &L->hidden, n * R * H, err);
     if (!st) st = reserve(a, &L->slots_out, B * S * D, err);
+    if (!st) st = reserve(a, &L->mix, B * D, err);
     if (!st) st = smoe_keep_reserve(L, d, a, err);
     if (!backward || st) return st;
     if (!st) st = reserve(a, &L->g_slots_out, B * S * D, err);
@@ -129,30 +135,49 @@ smoe_status smoe_layer_record_router(smoe_program *p, const smoe_layer_tensors *
     st = smoe_record_matmul(p, &mm, err);
     if (st) return st;
 
-    /* 4. log-sum-exp of scale*P per slot (over tokens) and per token (over slots) */
+    /* 4. log-sum-exp of scale*P per slot (over tokens: a soft D) and per token (over slots: a
+     * soft C) */
     smoe_binding bs1[3] = {{L->logits, SMOE_READ}, {L->scale, SMOE_READ}, {L->lse_col, SMOE_WRITE}};
-    st = record_vectors(p, "softmax_stats", 3, SMOE_AXIS_COLS, 0, bs1, m, S, B, m * S, S, err);
-    if (st) return st;
+    if (d->dispatch == SMOE_MIX_SOFT && (st = record_vectors(p, "softmax_stats", 3, SMOE_AXIS_COLS, 0, bs1, m, S, B, m * S,
+                                                           S, err)))
+        return st;
     smoe_binding bs2[3] = {{L->logits, SMOE_READ}, {L->scale, SMOE_READ}, {L->lse_row, SMOE_WRITE}};
+    if (d->combine != SMOE_MIX_SOFT) return SMOE_OK;
     return record_vectors(p, "softmax_stats", 3, SMOE_AXIS_ROWS, 0, bs2, m, S, B, m * S, m, err);
+}
+
+/* A fixed side applied to the rows of every sequence: out [b, rows_out, d] = W in [b, rows_in, d],
+ * W all w (the sum of the rows, times w, into L->mix, then broadcast over the output rows) or the
+ * identity (a copy; rows_out = rows_in). accumulate adds to out instead. */
+static smoe_status record_mix(smoe_program *p, const smoe_layer_tensors *L, const smoe_layer_dims *d, int mode,
+                              smoe_tensor in, smoe_tensor out, uint32_t rows_in, uint32_t rows_out, float w, int accumulate,
+                              smoe_err *err)
+{
+    uint32_t B = (uint32_t)d->b, D = (uint32_t)d->d, n = B * rows_out * D;
+    if (mode == SMOE_MIX_IDENTITY) return smoe_record_bcast(p, &in, &out, n, 1, n, 1.0f, accumulate, err);
+    smoe_status st = smoe_record_sum_rows(p, &in, &L->mix, rows_in, D, B, w, err);
+    if (!st) st = smoe_record_bcast(p, &L->mix, &out, n, rows_out, D, 1.0f, accumulate, err);
+    return st;
 }
 
 static smoe_status record_forward(smoe_program *p, const smoe_layer_tensors *L, const smoe_layer_dims *d,
                                          smoe_err *err)
 {
     uint32_t B = (uint32_t)d->b, m = (uint32_t)d->m, D = (uint32_t)d->d, S = (uint32_t)(d->n * d->p);
+    const int soft_d = d->dispatch == SMOE_MIX_SOFT, soft_c = d->combine == SMOE_MIX_SOFT;
+    smoe_status st = SMOE_OK;
 
     /* 1-4. norms, logits, softmax statistics */
-    smoe_status st = smoe_layer_record_router(p, L, d, err);
+    if (soft_d || soft_c) st = smoe_layer_record_router(p, L, d, err);
     if (st) return st;
 
-    /* 5. dispatch: X~_b = D_b^T X_b, D rebuilt from P on load */
+    /* 5. dispatch: X~_b = D_b^T X_b, a soft D rebuilt from P on load */
     smoe_matmul mm = (smoe_matmul){
         .M = S, .N = D, .K = m, .batch = B, .trans_a = 1,
         .a = smoe_mm_plain(L->logits, S, m * S), .b = smoe_mm_plain(L->x, D, m * D), .c = smoe_mm_plain(L->slots, D, S * D),
         .a_xform = SMOE_XFORM_EXP_COL, .stat = L->lse_col, .stat_bs = S, .scalar = L->scale,
     };
-    st = smoe_record_matmul(p, &mm, err);
+    st = soft_d ? smoe_record_matmul(p, &mm, err) : record_mix(p, L, d, d->dispatch, L->x, L->slots, m, S, 1.0f / m, 0, err);
     if (st) return st;
 
     /* 6-7. the experts: pre_e = X~_e W1_e^T + b1_e, Y~_e = gelu(pre_e) W2_e^T + b2_e, over the
@@ -161,19 +186,21 @@ static smoe_status record_forward(smoe_program *p, const smoe_layer_tensors *L, 
     st = smoe_record_experts_forward(p, &ex, err);
     if (st) return st;
 
-    /* 8. combine: Y_b = C_b Y~_b, C rebuilt from P on load */
+    /* 8. combine: Y_b = C_b Y~_b, a soft C rebuilt from P on load */
     mm = (smoe_matmul){
         .M = m, .N = D, .K = S, .batch = B,
         .a = smoe_mm_plain(L->logits, S, m * S), .b = smoe_mm_plain(L->slots_out, D, S * D), .c = smoe_mm_plain(L->y, D, m * D),
         .a_xform = SMOE_XFORM_EXP_ROW, .stat = L->lse_row, .stat_bs = m, .scalar = L->scale,
     };
-    return smoe_record_matmul(p, &mm, err);
+    if (soft_c) return smoe_record_matmul(p, &mm, err);
+    return record_mix(p, L, d, d->combine, L->slots_out, L->y, S, m, 1.0f / S, 0, err);
 }
 
 static smoe_status record_backward(smoe_program *p, const smoe_layer_tensors *L, const smoe_layer_dims *d,
                                           smoe_err *err)
 {
     uint32_t B = (uint32_t)d->b, m = (uint32_t)d->m, D = (uint32_t)d->d, S = (uint32_t)(d->n * d->p);
+    const int soft_d = d->dispatch == SMOE_MIX_SOFT, soft_c = d->combine == SMOE_MIX_SOFT;
     smoe_status st;
     smoe_matmul mm;
 
@@ -184,15 +211,17 @@ static smoe_status record_backward(smoe_program *p, const smoe_layer_tensors *L,
         .c = smoe_mm_plain(L->g_slots_out, D, S * D),
         .a_xform = SMOE_XFORM_EXP_ROW, .stat = L->lse_row, .stat_bs = m, .scalar = L->scale,
     };
-    if ((st = smoe_record_matmul(p, &mm, err))) return st;
+    st = soft_c ? smoe_record_matmul(p, &mm, err)
+                : record_mix(p, L, d, d->combine, L->dy, L->g_slots_out, m, S, 1.0f / S, 0, err);
+    if (st) return st;
 
-    /* 2. G_C_b = G_Y_b Y~_b^T */
+    /* 2. G_C_b = G_Y_b Y~_b^T (a soft C only) */
     mm = (smoe_matmul){
         .M = m, .N = S, .K = D, .batch = B, .trans_b = 1,
         .a = smoe_mm_plain(L->dy, D, m * D), .b = smoe_mm_plain(L->slots_out, D, S * D),
         .c = smoe_mm_plain(L->g_combine, S, m * S),
     };
-    if ((st = smoe_record_matmul(p, &mm, err))) return st;
+    if (soft_c && (st = smoe_record_matmul(p, &mm, err))) return st;
 
     /* 3-8. the experts' backward: G_pre, G_W2, G_b2, G_W1, G_b1, and G_X~ back in slot order */
     smoe_experts_rec ex = experts_of(L, d);
@@ -200,13 +229,13 @@ static smoe_status record_backward(smoe_program *p, const smoe_layer_tensors *L,
                                            L->g_w1, L->g_b1, L->g_w2, L->g_b2, err)))
         return st;
 
-    /* 9. G_D_b = X_b G_X~_b^T */
+    /* 9. G_D_b = X_b G_X~_b^T (a soft D only) */
     mm = (smoe_matmul){
         .M = m, .N = S, .K = D, .batch = B, .trans_b = 1,
         .a = smoe_mm_plain(L->x, D, m * D), .b = smoe_mm_plain(L->g_slots, D, S * D),
         .c = smoe_mm_plain(L->g_dispatch, S, m * S),
     };
-    if ((st = smoe_record_matmul(p, &mm, err))) return st;
+    if (soft_d && (st = smoe_record_matmul(p, &mm, err))) return st;
 
     /* 10. dx_b = D_b G_X~_b (the gradient through the mixed values) */
     mm = (smoe_matmul){
@@ -214,9 +243,17 @@ static smoe_status record_backward(smoe_program *p, const smoe_layer_tensors *L,
         .a = smoe_mm_plain(L->logits, S, m * S), .b = smoe_mm_plain(L->g_slots, D, S * D), .c = smoe_mm_plain(L->dx, D, m * D),
         .a_xform = SMOE_XFORM_EXP_COL, .stat = L->lse_col, .stat_bs = S, .scalar = L->scale,
     };
-    if ((st = smoe_record_matmul(p, &mm, err))) return st;
+    st = soft_d ? smoe_record_matmul(p, &mm, err) : record_mix(p, L, d, d->dispatch, L->g_slots, L->dx, S, m, 1.0f / m, 0, err);
+    if (st) return st;
 
-    /* 11-12. softmax backward: column sums, then G_L per row, U over G_D, scale partials */
+    /* Neither side soft: the logits play no part; phi and the scale get zero gradients */
+    if (!soft_d && !soft_c) {
+        if ((st = smoe_program_fill(p, &L->g_phi, 0, err))) return st;
+        return smoe_program_fill(p, &L->g_scale, 0, err);
+    }
+
+    /* 11-12. softmax backward: column sums (a soft D), then G_L per row from the soft sides, U
+     * over G_D, scale partials */
     uint32_t spec[SMOE_ROW_SPEC_COUNT];
     const smoe_pipeline *pl;
     smoe_binding rb[10] = {
@@ -224,8 +261,9 @@ static smoe_status record_backward(smoe_program *p, const smoe_layer_tensors *L,
         {L->g_combine, SMOE_READ}, {L->colsum, SMOE_READ_WRITE}, {L->rinv, SMOE_READ}, {L->cinv, SMOE_READ},
         {L->scale, SMOE_READ},   {L->partial, SMOE_WRITE},
     };
-    for (uint32_t phase = 0; phase < 2; phase++) {
-        row_spec(p->gpu, phase, 0, spec);
+    const uint32_t sides = (soft_d ? SMOE_ROUTER_SOFT_DISPATCH : 0) | (soft_c ? SMOE_ROUTER_SOFT_COMBINE : 0);
+    for (uint32_t phase = soft_d ? 0 : 1; phase < 2; phase++) {
+        row_spec(p->gpu, phase, sides, spec);
         if ((st = smoe_pipeline_get(p->gpu, "router_bwd", 10, sizeof(smoe_push_router), spec, SMOE_ROW_SPEC_COUNT, &pl,
                                     err)))
             return st;

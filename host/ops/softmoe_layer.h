@@ -20,6 +20,8 @@ typedef struct smoe_layer_tensors {
     smoe_tensor rinv, cinv, logits, lse_col, lse_row, slots, pre, hidden, slots_out;
     /* backward workspace */
     smoe_tensor g_slots_out, g_combine, g_pre, g_slots, g_dispatch, colsum, partial, q_x, q_phi;
+    /* a uniform dispatch or combine: the sum of the rows it mixes [b, d] (forward and backward) */
+    smoe_tensor mix;
     /* the CPU path keeps its own workspace layout (softmoe_cpu.h) in one tensor instead */
     smoe_tensor cpu_ws;
     /* expert-subset inference (ops/expert_subset.h), Vulkan: scores [b, n], kept mask [b, n],
@@ -33,8 +35,8 @@ typedef struct smoe_layer_tensors {
 smoe_status smoe_layer_reserve(smoe_layer_tensors *L, const smoe_layer_dims *d, smoe_arena *arena, int backward,
                                smoe_err *err);
 
-/* Vulkan: records the router half of the forward (token and slot norms, logits, both softmax
- * statistics), which the expert-subset forward shares. */
+/* Vulkan: records the router half of the forward (token and slot norms, logits, the softmax
+ * statistics of each soft side), which the expert-subset forward shares. */
 smoe_status smoe_layer_record_router(smoe_program *p, const smoe_layer_tensors *L, const smoe_layer_dims *d,
                                      smoe_err *err);
 

@@ -100,9 +100,9 @@ static smoe_status record_rows(smoe_program *p, const char *shader, const smoe_b
     return smoe_program_dispatch(p, pl, b, nb, &pc, sizeof pc, groups, err);
 }
 
-/* y[e] = alpha * x[(e / (rows*cols))*cols + e % cols] (+ y[e]), e < n. */
-static smoe_status record_bcast(smoe_program *p, const smoe_tensor *x, const smoe_tensor *y, uint32_t n,
-                                uint32_t rows, uint32_t cols, float alpha, int accumulate, smoe_err *err)
+/* (ops.h) */
+smoe_status smoe_record_bcast(smoe_program *p, const smoe_tensor *x, const smoe_tensor *y, uint32_t n, uint32_t rows,
+                              uint32_t cols, float alpha, int accumulate, smoe_err *err)
 {
     uint32_t spec[3] = {elem_wg(p->gpu), 1, 1};
     const smoe_pipeline *pl;
@@ -115,9 +115,9 @@ static smoe_status record_bcast(smoe_program *p, const smoe_tensor *x, const smo
     return smoe_program_dispatch(p, pl, b, 2, &pc, sizeof pc, groups, err);
 }
 
-/* y[z*cols + c] = alpha * sum_r x[(z*rows + r)*cols + c], z < batch. */
-static smoe_status record_sum_rows(smoe_program *p, const smoe_tensor *x, const smoe_tensor *y, uint32_t rows,
-                                   uint32_t cols, uint32_t batch, float alpha, smoe_err *err)
+/* (ops.h) */
+smoe_status smoe_record_sum_rows(smoe_program *p, const smoe_tensor *x, const smoe_tensor *y, uint32_t rows, uint32_t cols,
+                                 uint32_t batch, float alpha, smoe_err *err)
 {
     uint32_t spec[3];
     col_wg(p->gpu, spec);
@@ -206,7 +206,7 @@ smoe_status smoe_op_linear_backward(smoe_exec *ex, int rows, int in, int out, co
         .c = smoe_mm_plain(*dw, (uint32_t)in, 0),
     };
     if ((st = smoe_record_matmul(p, &mw, err))) return st;
-    if (db) return record_sum_rows(p, dy, db, (uint32_t)rows, (uint32_t)out, 1, 1.0f, err);
+    if (db) return smoe_record_sum_rows(p, dy, db, (uint32_t)rows, (uint32_t)out, 1, 1.0f, err);
     return SMOE_OK;
 }
 
@@ -298,14 +298,14 @@ smoe_status smoe_op_mlp_backward(smoe_exec *ex, int rows, int dim, int hidden, c
         .b_xform = SMOE_XFORM_GELU,
     };
     if ((st = smoe_record_matmul(p, &mm, err))) return st;
-    if ((st = record_sum_rows(p, dy, db2, r, d, 1, 1.0f, err))) return st;
+    if ((st = smoe_record_sum_rows(p, dy, db2, r, d, 1, 1.0f, err))) return st;
     /* dW1 = dpre^T x, db1 = colsum(dpre), dx = dpre W1 */
     mm = (smoe_matmul){
         .M = hd, .N = d, .K = r, .batch = 1, .trans_a = 1,
         .a = smoe_mm_plain(*dpre, hd, 0), .b = smoe_mm_plain(*x, d, 0), .c = smoe_mm_plain(*dw1, d, 0),
     };
     if ((st = smoe_record_matmul(p, &mm, err))) return st;
-    if ((st = record_sum_rows(p, dpre, db1, r, hd, 1, 1.0f, err))) return st;
+    if ((st = smoe_record_sum_rows(p, dpre, db1, r, hd, 1, 1.0f, err))) return st;
     mm = (smoe_matmul){
         .M = r, .N = d, .K = hd, .batch = 1,
         .a = smoe_mm_plain(*dpre, hd, 0), .b = smoe_mm_plain(*w1, d, 0), .c = smoe_mm_plain(*dx, d, 0),
@@ -540,7 +540,7 @@ smoe_status smoe_op_add(smoe_exec *ex, size_t n, const smoe_tensor *x, const smo
         for (size_t i = 0; i < n; i++) ys[i] += xs[i];
         return SMOE_OK;
     }
-    return record_bcast(ex->prog, x, y, (uint32_t)n, 1, (uint32_t)(n ? n : 1), 1.0f, 1, err);
+    return smoe_record_bcast(ex->prog, x, y, (uint32_t)n, 1, (uint32_t)(n ? n : 1), 1.0f, 1, err);
 }
 
 smoe_status smoe_op_add_broadcast(smoe_exec *ex, int b, size_t n, const smoe_tensor *x, const smoe_tensor *y,
@@ -558,7 +558,7 @@ smoe_status smoe_op_add_broadcast(smoe_exec *ex, int b, size_t n, const smoe_ten
             for (size_t j = 0; j < n; j++) ys[(size_t)i * n + j] += xs[j];
         return SMOE_OK;
     }
-    return record_bcast(ex->prog, x, y, (uint32_t)total, (uint32_t)b, (uint32_t)(n ? n : 1), 1.0f, 1, err);
+    return smoe_record_bcast(ex->prog, x, y, (uint32_t)total, (uint32_t)b, (uint32_t)(n ? n : 1), 1.0f, 1, err);
 }
 
 smoe_status smoe_op_sum_rows(smoe_exec *ex, int b, size_t n, const smoe_tensor *x, const smoe_tensor *y, smoe_err *err)
@@ -576,7 +576,7 @@ smoe_status smoe_op_sum_rows(smoe_exec *ex, int b, size_t n, const smoe_tensor *
             for (size_t j = 0; j < n; j++) ys[j] += xs[(size_t)i * n + j];
         return SMOE_OK;
     }
-    return record_sum_rows(ex->prog, x, y, (uint32_t)b, (uint32_t)n, 1, 1.0f, err);
+    return smoe_record_sum_rows(ex->prog, x, y, (uint32_t)b, (uint32_t)n, 1, 1.0f, err);
 }
 
 smoe_status smoe_op_meanpool_forward(smoe_exec *ex, int b, int T, int d, const smoe_tensor *x, const smoe_tensor *y,
@@ -592,7 +592,7 @@ smoe_status smoe_op_meanpool_forward(smoe_exec *ex, int b, int T, int d, const s
         smoe_cpu_meanpool_forward(b, T, d, host(x), host(y));
         return SMOE_OK;
     }
-    return record_sum_rows(ex->prog, x, y, (uint32_t)T, (uint32_t)d, (uint32_t)b, T ? 1.0f / (float)T : 0.0f, err);
+    return smoe_record_sum_rows(ex->prog, x, y, (uint32_t)T, (uint32_t)d, (uint32_t)b, T ? 1.0f / (float)T : 0.0f, err);
 }
 
 smoe_status smoe_op_meanpool_backward(smoe_exec *ex, int b, int T, int d, const smoe_tensor *dy,
@@ -610,7 +610,7 @@ smoe_status smoe_op_meanpool_backward(smoe_exec *ex, int b, int T, int d, const 
         return SMOE_OK;
     }
     if (!T || !d) return SMOE_OK;
-    return record_bcast(ex->prog, dy, dx, (uint32_t)(B * TT * D), (uint32_t)T, (uint32_t)d, 1.0f / (float)T, 0, err);
+    return smoe_record_bcast(ex->prog, dy, dx, (uint32_t)(B * TT * D), (uint32_t)T, (uint32_t)d, 1.0f / (float)T, 0, err);
 }
 
 /* ---- Loss ---- */
@@ -649,7 +649,7 @@ smoe_status smoe_op_cross_entropy(smoe_exec *ex, int b, int classes, const smoe_
     };
     float inv_b = b ? 1.0f / (float)b : 0.0f;
     if ((st = record_rows(p, "cross_entropy", bd, 5, (uint32_t)b, (uint32_t)classes, inv_b, &has_d, 1, err))) return st;
-    return record_sum_rows(p, losses, loss, (uint32_t)b, 1, 1, inv_b, err);
+    return smoe_record_sum_rows(p, losses, loss, (uint32_t)b, 1, 1, inv_b, err);
 }
 
 /* ---- Gradient norm ---- */

@@ -77,8 +77,11 @@
 /* Column sums with the matmul addressing: out[z*out_bs + c] (+)= sum_r X(z, r, c). */
 #define SMOE_PUSH_COLSUM(F) F(uint, rows) F(uint, cols) F(uint, x_ld) F(uint, x_bs) F(uint, x_g) F(uint, x_gs) F(uint, out_bs)
 
-/* Router backward: logits P [batch, m, S]. */
+/* Router backward: logits P [batch, m, S]. Its specialization constant 4: which sides are the
+ * softmax (the others are fixed weights with no part in G_L). */
 #define SMOE_PUSH_ROUTER(F) F(uint, m) F(uint, S) F(uint, groups_x)
+#define SMOE_ROUTER_SOFT_DISPATCH 1u
+#define SMOE_ROUTER_SOFT_COMBINE 2u
 
 
 /* ---- ViT ops (host/ops/vit_ops.c) ---- */
