@@ -170,5 +170,9 @@ check "bench --experts --csv" "[ \$? -eq 0 ] && [ \$(wc -l < '$T/sweep.csv') -eq
 "$SOFTMOE" bench --device cpu --no-vit --shape 1,16,8,4,4 --experts 3 --csv "$T/bad.csv" > /dev/null 2> "$T/err.txt"
 check "bench --experts refuses a count that does not divide the slots" "[ \$? -ne 0 ] && grep -q 'do not divide' '$T/err.txt' && [ ! -e '$T/bad.csv' ]"
 
+# bench --vit-only: the ViT rows alone
+"$SOFTMOE" bench --device cpu --vit-only --vit "$T/full.st" --vit-batch 2 --json > "$T/vit.json" 2> /dev/null
+check "bench --vit-only" "[ \$? -eq 0 ] && grep -q '\"kind\": \"vit\"' '$T/vit.json' && ! grep -q '\"kind\": \"layer\"' '$T/vit.json'"
+
 [ $fail -eq 0 ] && echo "test_cli: ok"
 exit $fail

@@ -30,7 +30,7 @@ typedef struct bench_opts {
     int nshape;
     int matmuls[MAX_SHAPES][5]; /* M, N, K, trans_a, trans_b */
     int nmatmul;
-    int json, repeat, skip_vit, vit_batch, keep_sweep, routers, profile;
+    int json, repeat, skip_vit, vit_only, vit_batch, keep_sweep, routers, profile;
     const char *vit_model;
     const char *variant; /* --variant: the one matmul variant --matmul times */
     int experts[MAX_EXPERT_COUNTS]; /* --experts: each shape at these expert counts, same slot count */
@@ -540,6 +540,7 @@ int cmd_bench(int argc, char **argv)
         else if (!strcmp(argv[i], "--profile")) o.profile = 1;
         else if (!strcmp(argv[i], "--routers")) o.routers = 1;
         else if (!strcmp(argv[i], "--no-vit")) o.skip_vit = 1;
+        else if (!strcmp(argv[i], "--vit-only")) o.vit_only = 1;
         else if (!strcmp(argv[i], "--keep-experts")) o.keep_sweep = 1;
         else if (!strcmp(argv[i], "--device") && i + 1 < argc && o.ndev < MAX_DEVICES) o.devices[o.ndev++] = argv[++i];
         else if (!strcmp(argv[i], "--vit") && i + 1 < argc) o.vit_model = argv[++i];
@@ -586,13 +587,14 @@ int cmd_bench(int argc, char **argv)
                             "--matmul alone: only those products, on every matmul variant of each Vulkan device (or --variant's);\n"
                             "--profile: then each Vulkan measurement once more with per-kernel GPU times\n");
             fprintf(stderr, "usage: softmoe bench [--device D]... [--shape b,m,d,n,p]... [--json] [--repeat N]\n"
-                            "                     [--no-vit] [--vit MODEL] [--vit-batch N] [--keep-experts] [--routers]\n"
+                            "                     [--no-vit | --vit-only] [--vit MODEL] [--vit-batch N] [--keep-experts] [--routers]\n"
                             "default: cpu and every Vulkan device; the paper's shapes (expert hidden 4d)\n"
                             "--keep-experts: instead, the layer forward keeping n, n/2, n/4 and n/8 experts per input\n"
                             "--routers: also Tokens Choice (K=1, 2) and Experts Choice layers, n experts with\n"
                             "           capacity factor n*p/m (about as many expert rows as Soft MoE's slots)\n"
                             "--experts N,N,...: each shape at these expert counts with its n*p slots (p = slots/N)\n"
-                            "--csv FILE: also every layer measurement as a row of FILE (the device name last)\n");
+                            "--csv FILE: also every layer measurement as a row of FILE (the device name last)\n"
+                            "--vit-only: only the ViT (the issue's reference configuration, or --vit MODEL)\n");
             return 2;
         }
     }
@@ -604,6 +606,11 @@ int cmd_bench(int argc, char **argv)
         o.nshape = 4;
     }
     if (o.nexperts && expand_expert_counts(&o)) return 2;
+    if (o.vit_only && (o.skip_vit || o.nmatmul || o.keep_sweep)) {
+        fprintf(stderr, "softmoe bench: --vit-only goes with neither --no-vit, --matmul nor --keep-experts\n");
+        return 2;
+    }
+    if (o.vit_only) o.nshape = 0;
     char vk_names[MAX_DEVICES][24];
     if (!o.ndev) {
         o.devices[o.ndev++] = "cpu";
