@@ -90,7 +90,7 @@ int bench_matmul(smoe_context *ctx, const char *label, const char *dname, const 
     smoe_err err;
     smoe_arena arena;
     smoe_arena_init(&arena, gpu, "bench matmul");
-    smoe_tensor A, B, C;
+    smoe_tensor A = {0}, B = {0}, C = {0}; /* copied into mm below even when a reservation failed */
     smoe_status st = smoe_arena_reserve(&arena, na * 4, &A, &err);
     if (!st) st = smoe_arena_reserve(&arena, nb * 4, &B, &err);
     if (!st) st = smoe_arena_reserve(&arena, nc * 4, &C, &err);
