@@ -546,6 +546,14 @@ static int bench_keep(const bench_opts *o)
     return 0;
 }
 
+/* One layer measurement as a row of --csv's file (the header is written where the file opens). */
+static void csv_row(FILE *csv, const char *label, const char *dname, const char *router, const int *sh, int pass,
+                    const result *r, double gflops)
+{
+    fprintf(csv, "%s,%s,%d,%d,%d,%d,%d,%s,%.3f,%.3f,%.2f,\"%s\"\n", label, router, sh[0], sh[1], sh[2], sh[3], sh[4],
+            pass ? "forward+backward" : "forward", r->ms_min, r->ms_median, gflops, dname);
+}
+
 int cmd_bench(int argc, char **argv)
 {
     bench_opts o = {.repeat = 5, .vit_batch = 128};
@@ -732,9 +740,7 @@ int cmd_bench(int argc, char **argv)
                 double gf = layer_gflop(sh, pass) / (r->ms_min / 1e3);
                 double vs_cpu = cpu_index >= 0 && !res[cpu_index][s][pass].skipped[0] ? res[cpu_index][s][pass].ms_min / r->ms_min : 0;
                 double gbs = layer_weight_bytes(sh, pass) / (r->ms_min / 1e3) / 1e9;
-                if (csv)
-                    fprintf(csv, "%s,soft,%d,%d,%d,%d,%d,%s,%.3f,%.3f,%.2f,\"%s\"\n", label[dv], sh[0], sh[1], sh[2], sh[3], sh[4],
-                            pass ? "forward+backward" : "forward", r->ms_min, r->ms_median, gf, dname[dv]);
+                if (csv) csv_row(csv, label[dv], dname[dv], "soft", sh, pass, r, gf);
                 if (o.json)
                     printf("{\"device\": \"%s\", \"device_name\": \"%s\", \"kind\": \"layer\", \"router\": \"soft\", \"shape\": [%d, %d, %d, %d, %d], "
                            "\"pass\": \"%s\", \"ms_min\": %.3f, \"ms_median\": %.3f, \"gflops\": %.2f, \"speedup_vs_cpu\": %.3f, "
@@ -757,9 +763,7 @@ int cmd_bench(int argc, char **argv)
                     double gf = sparse_gflop(sh, r, pass) / (q->ms_min / 1e3);
                     double vs_cpu = cpu_index >= 0 && !sres[cpu_index][s][r][pass].skipped[0]
                                         ? sres[cpu_index][s][r][pass].ms_min / q->ms_min : 0;
-                    if (csv)
-                        fprintf(csv, "%s,%s,%d,%d,%d,%d,%d,%s,%.3f,%.3f,%.2f,\"%s\"\n", label[dv], router_names[r], sh[0], sh[1], sh[2],
-                                sh[3], sh[4], pass ? "forward+backward" : "forward", q->ms_min, q->ms_median, gf, dname[dv]);
+                    if (csv) csv_row(csv, label[dv], dname[dv], router_names[r], sh, pass, q, gf);
                     if (o.json)
                         printf("{\"device\": \"%s\", \"device_name\": \"%s\", \"kind\": \"layer\", \"router\": \"%s\", "
                                "\"shape\": [%d, %d, %d, %d, %d], \"pass\": \"%s\", \"ms_min\": %.3f, \"ms_median\": %.3f, "
