@@ -5,8 +5,6 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "common/router_noise.h"
-
 void smoe_keep_scores(int b, int m, int n, int p, const float *C, float *scores)
 {
     const int S = n * p;
@@ -20,11 +18,6 @@ void smoe_keep_scores(int b, int m, int n, int p, const float *C, float *scores)
                 for (int j = 0; j < p; j++) sc[e] += row[e * p + j];
         }
     }
-}
-
-float smoe_keep_random_score(const uint32_t state[3], uint32_t layer, uint32_t z, uint32_t e)
-{
-    return smoe_rn_subset_score(state[0], state[1], state[2], layer, z, e);
 }
 
 /* Scores are >= 0, so their bit patterns order as the numbers do. */

@@ -10,11 +10,6 @@
  * (i outer, j inner), for the b sequences of C [b, m, n*p]. */
 void smoe_keep_scores(int b, int m, int n, int p, const float *C, float *scores);
 
-/* The random baseline's score of expert e of sequence z in a layer: 24 uniform bits of a hash of
- * (seed, call, layer, z, e) as a float in [0, 1); state = {seed low word, seed high word, call}.
- * The GLSL twin is random_score in shaders/expert_topk.comp. */
-float smoe_keep_random_score(const uint32_t state[3], uint32_t layer, uint32_t z, uint32_t e);
-
 /* kept[z*k + t], t < k: the k experts with the largest scores[z*n + e] (all >= 0), in increasing
  * expert order; of equal scores the lower index is kept first. 1 <= k <= n. */
 void smoe_keep_top(int b, int n, int k, const float *scores, int *kept);

@@ -35,6 +35,7 @@
  * Nothing process-global is changed (no thread counts, no FP modes), and nothing is allocated. */
 #include "softmoe_cpu.h"
 #include "expert_subset_cpu.h"
+#include "common/router_noise.h"
 #include "fast_math.h"
 #include "softmoe.h"
 
@@ -817,7 +818,8 @@ void smoe_cpu_layer_forward_keep(const smoe_layer_dims *dims, const smoe_layer_p
     if (keep->random) {
         for (int z = 0; z < b; z++)
             for (int e = 0; e < n; e++)
-                scores[(size_t)z * n + e] = smoe_keep_random_score(state, layer, (uint32_t)z, (uint32_t)e);
+                /* state = {seed low word, seed high word, call}; the same draws as expert_topk.comp */
+                scores[(size_t)z * n + e] = smoe_rn_subset_score(state[0], state[1], state[2], layer, (uint32_t)z, (uint32_t)e);
     } else {
         smoe_keep_scores(b, m, n, p, C, scores);
     }
