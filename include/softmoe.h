@@ -269,9 +269,9 @@ typedef struct smoe_model smoe_model;
 
 typedef enum smoe_model_kind { SMOE_MODEL_LAYER = 0, SMOE_MODEL_VIT = 1 } smoe_model_kind;
 
-/* Loads a model (SPEC section 3) from a safetensors file onto the context's opened device. A
- * malformed file is refused with a message naming the tensor and what was expected; nothing is
- * kept. The model belongs to ctx and is freed by smoe_model_free or smoe_context_destroy.
+/* Loads a model (docs/format.md section 3) from a safetensors file onto the context's opened
+ * device. A malformed file is refused with a message naming the tensor and what was expected;
+ * nothing is kept. The model belongs to ctx and is freed by smoe_model_free or smoe_context_destroy.
  * smoe_model_load_memory copies what it needs: data may be freed when it returns.
  * Errors: SMOE_ERROR_INVALID_ARGUMENT (no device opened), SMOE_ERROR_IO, SMOE_ERROR_BAD_FORMAT,
  * SMOE_ERROR_NOT_FINITE, SMOE_ERROR_OUT_OF_*_MEMORY, SMOE_ERROR_TOO_LARGE. Threads: context
@@ -309,7 +309,7 @@ SMOE_API smoe_status smoe_layer_forward_backward(smoe_model *model, int b, int m
 /* ---- Parameters of any model ------------------------------------------------------------ */
 
 typedef struct smoe_param_info {
-    const char *name; /* SPEC tensor name, owned by the model */
+    const char *name; /* tensor name (docs/format.md sections 1 and 2), owned by the model */
     int ndim;
     int64_t shape[4];
     size_t count;     /* number of floats */
@@ -321,11 +321,11 @@ SMOE_API smoe_status smoe_model_param_info(const smoe_model *model, int i, smoe_
 SMOE_API smoe_status smoe_model_get_param(smoe_model *model, int i, float *out);
 SMOE_API smoe_status smoe_model_get_grad(smoe_model *model, int i, float *out);
 
-/* ---- The Soft MoE ViT (SPEC section 2) ----------------------------------------------------- */
+/* ---- The Soft MoE ViT (docs/format.md section 2) ------------------------------------------ */
 
 /* The MoE layer of the moe_layers blocks. */
 typedef enum smoe_moe_kind {
-    SMOE_MOE_SOFT = 0,            /* Soft MoE (SPEC section 1): the default */
+    SMOE_MOE_SOFT = 0,            /* Soft MoE (docs/format.md section 1): the default */
     SMOE_MOE_TOKENS_CHOICE = 1,   /* sparse: each token picks its top_k experts, Batch Priority Routing,
                                    * capacity, importance and load losses (vmoe's
                                    * NoisyTopExpertsPerItemRouter) */
@@ -333,10 +333,10 @@ typedef enum smoe_moe_kind {
                                    * NoisyTopItemsPerExpertRouter) */
 } smoe_moe_kind;
 
-/* Soft MoE's dispatch weights D and combine weights C (SPEC section 1), each side set on its own:
- * the routing ablation of the Soft MoE paper's Table 2. The fixed kinds leave phi and the logit
- * scale in the model (every variant has the same parameters); where neither side is soft they get
- * zero gradients and the logits are not computed. */
+/* Soft MoE's dispatch weights D and combine weights C (docs/format.md section 1), each side set on
+ * its own: the routing ablation of the Soft MoE paper's Table 2. The fixed kinds leave phi and the
+ * logit scale in the model (every variant has the same parameters); where neither side is soft
+ * they get zero gradients and the logits are not computed. */
 typedef enum smoe_mixing {
     SMOE_MIX_SOFT = 0,     /* the softmax of the logits: over the m tokens (D), over the n*p slots (C) */
     SMOE_MIX_UNIFORM = 1,  /* D = 1/m: every slot the mean of the tokens; C = 1/(n*p): every token the
@@ -366,9 +366,9 @@ typedef struct smoe_vit_config {
                             * experts * slots_per_expert = the tokens of an image */
 } smoe_vit_config;
 
-/* Parses the JSON of "softmoe.config" (SPEC section 3), checking every value. */
+/* Parses the JSON of "softmoe.config" (docs/format.md section 3.2), checking every value. */
 SMOE_API smoe_status smoe_vit_config_parse(smoe_context *ctx, const char *json, smoe_vit_config *config);
-/* A freshly initialised ViT (SPEC initialisation) on the context's device, from a seed. */
+/* A freshly initialised ViT (docs/format.md section 2.5) on the context's device, from a seed. */
 SMOE_API smoe_status smoe_vit_create(smoe_context *ctx, const smoe_vit_config *config, uint64_t seed,
                                      smoe_model **out);
 SMOE_API smoe_status smoe_vit_get_config(const smoe_model *model, smoe_vit_config *config);
@@ -386,8 +386,8 @@ SMOE_API smoe_status smoe_vit_infer(smoe_model *model, int b, const float *image
  * 2409.00879): a Soft MoE with many small experts keeps most of its accuracy when each input runs
  * only a few of them. With k > 0, every Soft MoE layer of the model, for each input (each image
  * of a ViT batch, each of the b sequences of smoe_layer_forward):
- *  - scores every expert by its combine mass: the sum of its combine weights C (SPEC section 1)
- *    over all tokens and over its slots;
+ *  - scores every expert by its combine mass: the sum of its combine weights C (docs/format.md
+ *    section 1) over all tokens and over its slots;
  *  - keeps the k highest-scoring experts (of equal scores, the lower expert index first);
  *  - runs only those: the dropped experts' slots output zero and the kept slots are combined with
  *    the original C (each token's weights then sum to less than 1), or, with renormalize = 1,
@@ -504,9 +504,9 @@ SMOE_API smoe_status smoe_vit_train_step(smoe_model *model, const smoe_train_con
                                          const int32_t *labels, float *loss, float *logits);
 SMOE_API long smoe_model_train_step_count(const smoe_model *model);
 
-/* Saves the model as SPEC safetensors, atomically (temp file, fsync, rename). With
- * with_optimizer, the AdamW moments and the step count are saved too (a checkpoint to resume).
- * A parameter or moment that is NaN or Inf (training diverged) is refused with
+/* Saves the model as a safetensors file (docs/format.md section 3), atomically (temp file, fsync,
+ * rename). With with_optimizer, the AdamW moments and the step count are saved too (a checkpoint
+ * to resume). A parameter or moment that is NaN or Inf (training diverged) is refused with
  * SMOE_ERROR_NOT_FINITE naming it, and path is left as it was. */
 SMOE_API smoe_status smoe_model_save(smoe_model *model, const char *path, int with_optimizer);
 

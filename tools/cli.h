@@ -46,6 +46,5 @@ int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_classify(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
-int cmd_plot(int argc, char **argv);
 
 #endif

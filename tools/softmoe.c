@@ -1,4 +1,4 @@
-/* The softmoe command: devices here; run, train, eval, classify, bench and plot in cmd_*.c. */
+/* The softmoe command: devices here; run, train, eval, classify and bench in cmd_*.c. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <unistd.h>
@@ -162,13 +162,11 @@ static void usage(FILE *f)
                "commands:\n"
                "  devices                         list devices, their capabilities, and which one is picked\n"
                "  run --model F --input F --output F [--device D]\n"
-               "                                  run a layer or ViT model file on an input file (SPEC section 3)\n"
+               "                                  run a layer or ViT model file on an input file (docs/format.md section 3)\n"
                "  train [--config F.json] [options]  train a Soft MoE ViT on Fashion-MNIST (softmoe train --help)\n"
                "  eval --model F [--device D] [--json]  test accuracy and images/s on Fashion-MNIST\n"
                "  classify --model F [--device D] [--top K] IMAGE...  top classes of PNG/PGM/JPEG images\n"
                "  bench [--device D]... [--shape b,m,d,n,p]... [--json]  speed of every device, side by side\n"
-               "  plot DATA.csv --x COL --y COL[,COL...] --out F.png [options]  a line or bar chart of a CSV file\n"
-               "                                  as a PNG (softmoe plot --help)\n"
                "devices: cpu, vulkan (best Vulkan device), vulkan:N; default: SOFTMOE_DEVICE, else the best GPU,\n"
                "else cpu\n");
 }
@@ -210,7 +208,6 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "eval")) return cmd_eval(argc - a, argv + a);
     if (!strcmp(cmd, "classify")) return cmd_classify(argc - a, argv + a);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - a, argv + a);
-    if (!strcmp(cmd, "plot")) return cmd_plot(argc - a, argv + a);
     fprintf(stderr, "softmoe: unknown command \"%s\"\n", cmd);
     usage(stderr);
     return 2;

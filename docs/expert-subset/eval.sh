@@ -51,6 +51,6 @@ awk -F, 'NR > 1 { split($2, f, "/"); x = f[1] / f[2]
     if ($2 != "1/1") print "n=" $1 " random," x "," $5 "," $6
     else print "n=" $1 " random," x "," $4 ",0" }' "$D/summary.csv" |
     { echo "curve,fraction,accuracy,spread"; cat; } > "$D/plot.csv"
-"$S" plot "$D/plot.csv" --x fraction --y accuracy --series curve --yerr spread --logx \
+docs/plot.py "$D/plot.csv" --x fraction --y accuracy --series curve --yerr spread --logx \
     --title "Expert subsets, fixed expert budget" --width 900 \
     --xlabel "fraction of experts kept per image and layer" --ylabel "test accuracy" --out "$D/accuracy.png"

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Issue 8's tables and plots from the models of train.sh and ablation.sh: test accuracy (softmoe
 # eval on the 10,000 test images), CPU-path training and inference images/s (softmoe bench
-# --vit-only --vit MODEL, batch 128: run it on an otherwise idle machine), the curves.
+# --vit-only --vit MODEL, batch 128: run it on an otherwise idle machine), the curves; the plots by
+# docs/plot.py (matplotlib: Debian python3-matplotlib).
 # Usage: docs/routers/report.sh [MODELDIR [ABLATIONDIR]]   (SOFTMOE: the softmoe binary;
 #        PART=quality or PART=ablation for one half)
 set -eu
@@ -26,11 +27,11 @@ for name in dense soft tc1 tc2 ec; do
     b=$("$S" bench --device cpu --vit-only --vit "$M/$name.safetensors" --json 2> /dev/null | grep '"kind": "vit"')
     echo "$label,$(params "$M/$name.log"),$acc,$(echo "$b" | field training_images_per_second),$(echo "$b" | field inference_images_per_second)" >> "$D/quality.csv"
 done
-"$S" plot "$D/quality.csv" --kind bar --x model --y test_accuracy --ylim 0.7,0.9 \
+docs/plot.py "$D/quality.csv" --kind bar --x model --y test_accuracy --ylim 0.7,0.9 \
     --title "Matched cost, 4 epochs" --ylabel "test accuracy" --legend none --out "$D/quality.png"
 { echo "model,epoch,test_accuracy"
   for name in dense soft tc1 tc2 ec; do awk -F, -v n="$(lab $name)" 'NR > 1 { print n "," $1 "," $7 }' "$M/$name.csv"; done; } > "$D/curves.csv"
-"$S" plot "$D/curves.csv" --x epoch --y test_accuracy --series model --title "Test accuracy per epoch" \
+docs/plot.py "$D/curves.csv" --x epoch --y test_accuracy --series model --title "Test accuracy per epoch" \
     --ylabel "test accuracy" --out "$D/curves.png"
 fi
 [ $PART = quality ] && exit 0
@@ -38,5 +39,5 @@ echo "variant,test_accuracy" > "$D/ablation.csv"
 for name in soft-soft soft-uniform uniform-soft uniform-uniform identity dense; do
     echo "$name,$("$S" eval --model "$A/$name.safetensors" --device cpu --json | field accuracy)" >> "$D/ablation.csv"
 done
-"$S" plot "$D/ablation.csv" --kind bar --x variant --y test_accuracy \
+docs/plot.py "$D/ablation.csv" --kind bar --x variant --y test_accuracy \
     --title "Dispatch/combine ablation, 2 epochs" --ylabel "test accuracy" --legend none --out "$D/ablation.png"
