@@ -3,7 +3,7 @@
  *   OpenBLAS's cblas_sgemm, one call per item of a batch (it threads each call itself);
  *   this file's own AVX-512 kernels (x86-64 CPUs with AVX-512, checked at run time): an 8x32
  *   FMA register tile with three drivers, one OpenMP region per batch:
- *     mm_packed  the general case, BLIS-style cache blocking and packing (needs `pack`);
+ *     mm_packed  A B, the general case: BLIS-style cache blocking, A packed (needs `pack`);
  *     mm_direct  A B with few rows or a short inner size (the per-expert backward products and
  *                weight gradients): B read in place, in order, no packing, no barriers;
  *     mm_dot     A Bᵀ with few rows (the per-expert X Wᵀ forward products): dot products along
@@ -35,13 +35,13 @@ enum {
     MM_STREAM = SMOE_GEMM_STREAM, /* C is written once and not read soon: bypass the cache where possible */
     TILE_PREFETCH = 1 << 9  /* B is read in place, rows far apart: prefetch PF_ROWS ahead */
 };
-/* Register tile MR x NR; cache blocks MC x KC of A and KC x NC of B (packed GEMM). */
+/* Register tile MR x NR; cache blocks MC x KC of A (packed) and KC x NC of B (packed GEMM). */
 #define MR 8
 #define NR 32
 #define KC 256
 #define MC 512
 #define NC 2048
-#define PACK_FLOATS ((size_t)MC * KC + (size_t)KC * NC)
+#define PACK_FLOATS ((size_t)MC * KC)
 #define PF_ROWS 24     /* prefetch distance in rows of B, with TILE_PREFETCH */
 #define DOT_MAX_M 32   /* A Bᵀ with at most this many rows: mm_dot */
 #define DIRECT_MAX_M 16 /* A B with at most this many rows ... */
@@ -155,36 +155,16 @@ static void pack_a(operand A, const float *a, int i0, int mr, int k0, int kc, fl
                                         : a[(size_t)(i0 + i) * A.ld + k0 + k];
 }
 
-/* dst[k*NR + j] = op(B)[k0 + k][j0 + j] for k < kc, j < nr, with B transposed (the only case
- * packed: an untransposed B is read in place), so op(B)[k][j] = b[j*ld + k]: per k, two
- * 16-lane gathers down the columns; lanes j >= nr are zero. */
-__attribute__((target("avx512f"))) static void pack_bt(operand B, const float *b, int k0, int kc,
-                                                       int j0, int nr, float *dst)
-{
-    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-    const __m512i idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(B.ld));
-    const __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1);
-    const __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : (1u << (nr - 16)) - 1);
-    const float *col0 = b + (size_t)j0 * B.ld + k0;
-    const float *col1 = nr > 16 ? col0 + (size_t)16 * B.ld : col0;
-    for (int k = 0; k < kc; k++) {
-        _mm512_storeu_ps(dst + k * NR,
-                         _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m0, idx, col0 + k, 4));
-        _mm512_storeu_ps(dst + k * NR + 16,
-                         _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m1, idx, col1 + k, 4));
-    }
-}
-
-/* C_g = (or +=) op(A_g) op(B_g), g < count, each M x N with inner size K: the general case.
- * Per block of C, all threads first pack A (and a transposed B) into pack (PACK_FLOATS), then
- * compute its tiles; an untransposed B is read in place. */
+/* C_g = (or +=) op(A_g) B_g, g < count, each M x N with inner size K, B untransposed: the
+ * general case. Per block of C, all threads first pack A into pack (PACK_FLOATS), then compute
+ * its tiles, reading B in place. */
 static void mm_packed(int count, int M, int N, int K, operand A, operand B, float *C, int ldc,
                       size_t stride_c, int flags, float *pack)
 {
-    float *pa = pack, *pb = pack + (size_t)MC * KC;
+    float *pa = pack;
     const int nkb = (K + KC - 1) / KC, kstep = (K + nkb - 1) / nkb; /* even K blocks */
     if (nkb > 1) flags &= ~MM_STREAM; /* C is read again for the next K block */
-    if (!B.trans) flags |= TILE_PREFETCH;
+    flags |= TILE_PREFETCH;
 #pragma omp parallel
     for (int g = 0; g < count; g++) {
         const float *a = A.p + g * A.stride, *b = B.p + g * B.stride;
@@ -196,17 +176,11 @@ static void mm_packed(int count, int M, int N, int K, operand A, operand B, floa
                 const int mc = M - i0 < MC ? M - i0 : MC, npa = (mc + MR - 1) / MR;
                 for (int j0 = 0; j0 < N; j0 += NC) {
                     const int nc = N - j0 < NC ? N - j0 : NC, npb = (nc + NR - 1) / NR;
-                    const int npack_b = B.trans ? npb : 0;
-                    const int npack = npack_b + (j0 == 0 ? npa : 0); /* A once per (k0, i0) */
+                    const int npack = j0 == 0 ? npa : 0; /* A once per (k0, i0) */
 #pragma omp for schedule(static)
-                    for (int t = 0; t < npack; t++) {
-                        if (t < npack_b) {
-                            const int jn = nc - t * NR < NR ? nc - t * NR : NR;
-                            pack_bt(B, b, k0, kc, j0 + t * NR, jn, pb + (size_t)t * kc * NR);
-                        } else {
-                            const int ip = t - npack_b, in = mc - ip * MR < MR ? mc - ip * MR : MR;
-                            pack_a(A, a, i0 + ip * MR, in, k0, kc, pa + (size_t)ip * kc * MR);
-                        }
+                    for (int ip = 0; ip < npack; ip++) {
+                        const int in = mc - ip * MR < MR ? mc - ip * MR : MR;
+                        pack_a(A, a, i0 + ip * MR, in, k0, kc, pa + (size_t)ip * kc * MR);
                     }
 #pragma omp for collapse(2) schedule(static)
                     for (int jp = 0; jp < npb; jp++)
@@ -214,9 +188,8 @@ static void mm_packed(int count, int M, int N, int K, operand A, operand B, floa
                             const int in = mc - ip * MR < MR ? mc - ip * MR : MR;
                             const int jn = nc - jp * NR < NR ? nc - jp * NR : NR;
                             const float *ap = pa + (size_t)ip * kc * MR;
-                            const float *bp = B.trans ? pb + (size_t)jp * kc * NR
-                                                      : b + (size_t)k0 * B.ld + j0 + jp * NR;
-                            tile_avx512(kc, ap, 1, MR, bp, B.trans ? NR : B.ld,
+                            const float *bp = b + (size_t)k0 * B.ld + j0 + jp * NR;
+                            tile_avx512(kc, ap, 1, MR, bp, B.ld,
                                         cg + (size_t)(i0 + ip * MR) * ldc + j0 + jp * NR, ldc, in,
                                         jn, fl);
                         }
@@ -321,8 +294,10 @@ typedef enum { GEMM_BLAS, GEMM_PACKED, GEMM_DIRECT, GEMM_DOT } strategy;
  *     their gradients, thousands of rows) runs on OpenBLAS: there the two are within noise of
  *     each other on most shapes, OpenBLAS ahead on the transposed-B ones the own kernels must
  *     gather to pack, and OpenBLAS needs no pack buffer;
- *   - in a batch, A Bᵀ with up to DOT_MAX_M rows: mm_dot; A B with up to DIRECT_MAX_M rows or an
- *     inner size up to DIRECT_MAX_K: mm_direct; otherwise mm_packed;
+ *   - in a batch, A Bᵀ with up to DOT_MAX_M rows: mm_dot; A Bᵀ with more rows: OpenBLAS (the own
+ *     kernels would have to pack Bᵀ with gathers; OpenBLAS measured ahead or level there); A B
+ *     with up to DIRECT_MAX_M rows or an inner size up to DIRECT_MAX_K: mm_direct; otherwise
+ *     mm_packed;
  *   - alpha other than 1, beta other than 0 or 1, no AVX-512, or no pack buffer where packing is
  *     needed: OpenBLAS. */
 static strategy choose(int batched, int M, int K, operand A, operand B, float alpha, float beta,
@@ -332,8 +307,8 @@ static strategy choose(int batched, int M, int K, operand A, operand B, float al
     if (!batched || alpha != 1.0f || (beta != 0.0f && beta != 1.0f) ||
         !__builtin_cpu_supports("avx512f"))
         return GEMM_BLAS;
-    if (!A.trans && B.trans && M <= DOT_MAX_M) return GEMM_DOT;
-    if (!B.trans && (M <= DIRECT_MAX_M || K <= DIRECT_MAX_K)) return GEMM_DIRECT;
+    if (B.trans) return !A.trans && M <= DOT_MAX_M ? GEMM_DOT : GEMM_BLAS;
+    if (M <= DIRECT_MAX_M || K <= DIRECT_MAX_K) return GEMM_DIRECT;
     return pack ? GEMM_PACKED : GEMM_BLAS;
 #else
     (void)batched, (void)M, (void)K, (void)A, (void)B, (void)alpha, (void)beta, (void)pack;
