@@ -287,13 +287,12 @@ typedef enum { GEMM_BLAS, GEMM_PACKED, GEMM_DIRECT, GEMM_DOT } strategy;
 /* The rule, from measuring both ways on the CPU ops' own shapes (each product alone, then the
  * layer and ViT benchmarks):
  *   - a batch of several products (the Soft MoE layer's per-sequence and per-expert GEMMs) runs
- *     on the own kernels: one parallel region for the whole batch, the weights read in place or
- *     packed once per block, where OpenBLAS packs and threads per call (from about 1.4x to
- *     several times faster; fastest on the per-expert products of few rows);
+ *     on the own kernels: one parallel region for the whole batch, B read in place, where
+ *     OpenBLAS packs and threads per call; faster by far on the per-expert products of few rows,
+ *     level or ahead on the larger A B items;
  *   - a single product (batched == 0: the ViT's linear layers, the layer's routing logits and
- *     their gradients, thousands of rows) runs on OpenBLAS: there the two are within noise of
- *     each other on most shapes, OpenBLAS ahead on the transposed-B ones the own kernels must
- *     gather to pack, and OpenBLAS needs no pack buffer;
+ *     their gradients, thousands of rows) runs on OpenBLAS: ahead or level on nearly every such
+ *     shape (in sum ahead), and it needs no pack buffer;
  *   - in a batch, A Bᵀ with up to DOT_MAX_M rows: mm_dot; A Bᵀ with more rows: OpenBLAS (the own
  *     kernels would have to pack Bᵀ with gathers; OpenBLAS measured ahead or level there); A B
  *     with up to DIRECT_MAX_M rows or an inner size up to DIRECT_MAX_K: mm_direct; otherwise
