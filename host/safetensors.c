@@ -179,27 +179,32 @@ static smoe_status bad(smoe_err *err, const char *fmt, ...)
     return SMOE_ERROR_BAD_FORMAT;
 }
 
-/* Fills t from one header entry; t->data is set to region + begin. */
-static smoe_status parse_entry(const cJSON *entry, const char *name, const uint8_t *region,
-                               uint64_t region_size, smoe_st_tensor *t, smoe_err *err)
+/* The dtype, shape and data_offsets members of a tensor's entry. The members are walked rather
+ * than looked up, so that a repeated field is caught. */
+static smoe_status entry_fields(const cJSON *entry, const char *name, const cJSON **dtype,
+                                const cJSON **shape, const cJSON **offsets, smoe_err *err)
 {
     if (!cJSON_IsObject(entry)) return bad(err, "tensor \"%s\": entry is not a JSON object", name);
-
-    /* Walk the members rather than look them up, so that a repeated field is caught. */
-    const cJSON *dtype = NULL, *shape = NULL, *offsets = NULL;
+    *dtype = *shape = *offsets = NULL;
     for (const cJSON *m = entry->child; m; m = m->next) {
-        const cJSON **slot = strcmp(m->string, "dtype") == 0          ? &dtype
-                             : strcmp(m->string, "shape") == 0        ? &shape
-                             : strcmp(m->string, "data_offsets") == 0 ? &offsets
+        const cJSON **slot = strcmp(m->string, "dtype") == 0          ? dtype
+                             : strcmp(m->string, "shape") == 0        ? shape
+                             : strcmp(m->string, "data_offsets") == 0 ? offsets
                                                                       : NULL;
         if (!slot) continue; /* unknown fields are ignored, as the reference reader does */
         if (*slot) return bad(err, "tensor \"%s\": field \"%s\" appears twice", name, m->string);
         *slot = m;
     }
-    if (!dtype) return bad(err, "tensor \"%s\": missing \"dtype\"", name);
-    if (!shape) return bad(err, "tensor \"%s\": missing \"shape\"", name);
-    if (!offsets) return bad(err, "tensor \"%s\": missing \"data_offsets\"", name);
+    if (!*dtype) return bad(err, "tensor \"%s\": missing \"dtype\"", name);
+    if (!*shape) return bad(err, "tensor \"%s\": missing \"shape\"", name);
+    if (!*offsets) return bad(err, "tensor \"%s\": missing \"data_offsets\"", name);
+    return SMOE_OK;
+}
 
+/* t->dtype, t->ndim and t->shape from the entry's dtype and shape members. */
+static smoe_status entry_type(const cJSON *dtype, const cJSON *shape, const char *name,
+                              smoe_st_tensor *t, smoe_err *err)
+{
     if (!cJSON_IsString(dtype)) return bad(err, "tensor \"%s\": dtype is not a string", name);
     if (!dtype_from_name(dtype->valuestring, &t->dtype))
         return bad(err, "tensor \"%s\": unknown dtype \"%s\"", name, dtype->valuestring);
@@ -217,21 +222,39 @@ static smoe_status parse_entry(const cJSON *entry, const char *name, const uint8
                        name, t->ndim);
         t->shape[t->ndim++] = (int64_t)v;
     }
+    return SMOE_OK;
+}
 
-    uint64_t begin, end, need;
+/* [begin, end) from the entry's data_offsets, inside the data region. */
+static smoe_status entry_offsets(const cJSON *offsets, const char *name, uint64_t region_size,
+                                 uint64_t *begin, uint64_t *end, smoe_err *err)
+{
     if (!cJSON_IsArray(offsets) || cJSON_GetArraySize(offsets) != 2)
         return bad(err, "tensor \"%s\": data_offsets is not an array of two integers", name);
-    if (!json_uint(offsets->child, &begin) || !json_uint(offsets->child->next, &end))
+    if (!json_uint(offsets->child, begin) || !json_uint(offsets->child->next, end))
         return bad(err, "tensor \"%s\": data_offsets are not non-negative integers below 2^53",
                    name);
-    if (begin > end)
+    if (*begin > *end)
         return bad(err, "tensor \"%s\": data_offsets [%" PRIu64 ", %" PRIu64 "] begin after end",
-                   name, begin, end);
-    if (end > region_size)
+                   name, *begin, *end);
+    if (*end > region_size)
         return bad(err,
                    "tensor \"%s\": data_offsets end %" PRIu64
                    " is beyond the data region (%" PRIu64 " bytes)",
-                   name, end, region_size);
+                   name, *end, region_size);
+    return SMOE_OK;
+}
+
+/* Fills t from one header entry; t->data is set to region + begin. */
+static smoe_status parse_entry(const cJSON *entry, const char *name, const uint8_t *region,
+                               uint64_t region_size, smoe_st_tensor *t, smoe_err *err)
+{
+    const cJSON *dtype, *shape, *offsets;
+    uint64_t begin = 0, end = 0, need;
+    smoe_status st = entry_fields(entry, name, &dtype, &shape, &offsets, err);
+    if (st == SMOE_OK) st = entry_type(dtype, shape, name, t, err);
+    if (st == SMOE_OK) st = entry_offsets(offsets, name, region_size, &begin, &end, err);
+    if (st != SMOE_OK) return st;
 
     char shp[256];
     format_shape(shp, sizeof shp, t->ndim, t->shape);
@@ -307,147 +330,146 @@ static smoe_status check_coverage(const smoe_st_file *f, const uint8_t *region,
     return st;
 }
 
+/* The header's JSON text [header, header + hlen): one JSON object, then only padding
+ * whitespace. *root is set (for the caller to delete) whenever cJSON parsed something. */
+static smoe_status parse_json(const char *header, uint64_t hlen, cJSON **root, smoe_err *err)
+{
+    const char *end = NULL;
+    *root = cJSON_ParseWithLengthOpts(header, (size_t)hlen, &end, 0);
+    if (!*root) {
+        size_t at = end && end >= header ? (size_t)(end - header) : 0;
+        return bad(err, "safetensors header is not valid JSON (error near byte %zu of the header)",
+                   at);
+    }
+    for (const char *p = end; p < header + hlen; p++) {
+        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
+            return bad(err, "safetensors header is not valid JSON (trailing data at byte %zu)",
+                       (size_t)(p - header));
+    }
+    if (!cJSON_IsObject(*root)) return bad(err, "safetensors header is not a JSON object");
+    return SMOE_OK;
+}
+
+/* The length prefix, the header's bytes and its JSON; *region and *region_size: the data
+ * region after the header. */
+static smoe_status parse_header(const uint8_t *buf, size_t size, cJSON **root,
+                                const uint8_t **region, uint64_t *region_size, smoe_err *err)
+{
+    if (size < 8)
+        return bad(err, "not a safetensors file: %zu bytes, shorter than the 8-byte header length",
+                   size);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | buf[i];
+    if (hlen > ST_MAX_HEADER)
+        return bad(err, "safetensors header length %" PRIu64 " is absurd (limit %u bytes)", hlen,
+                   ST_MAX_HEADER);
+    if (hlen > size - 8)
+        return bad(err,
+                   "safetensors header length %" PRIu64 " exceeds the file (%zu bytes after the "
+                   "length field)",
+                   hlen, size - 8);
+    const char *header = (const char *)buf + 8;
+    *region = buf + 8 + hlen;
+    *region_size = size - 8 - hlen;
+
+    size_t bad_at = utf8_check((const uint8_t *)header, (size_t)hlen);
+    if (bad_at != hlen)
+        return bad(err, "safetensors header is not valid UTF-8 (byte %zu of the header)", bad_at);
+    if (has_escaped_nul(header, (size_t)hlen))
+        return bad(err, "safetensors header contains a \\u0000 escape (NUL is not allowed in "
+                        "names or metadata)");
+    if (hlen == 0 || header[0] != '{')
+        return bad(err, "safetensors header is not a JSON object (it must start with '{')");
+    return parse_json(header, hlen, root, err);
+}
+
+/* The "__metadata__" member (at most one, an object; NULL if none), the number of tensors
+ * (every other member) and of metadata entries. */
+static smoe_status find_meta(const cJSON *root, const cJSON **meta, int *ntensors, int *nmeta,
+                             smoe_err *err)
+{
+    *meta = NULL;
+    *ntensors = *nmeta = 0;
+    for (const cJSON *e = root->child; e; e = e->next) {
+        if (strcmp(e->string, ST_META_KEY) != 0) {
+            ++*ntensors;
+            continue;
+        }
+        if (*meta) return bad(err, "safetensors header has \"" ST_META_KEY "\" twice");
+        *meta = e;
+    }
+    if (!*meta) return SMOE_OK;
+    if (!cJSON_IsObject(*meta)) return bad(err, "\"" ST_META_KEY "\" is not a JSON object");
+    *nmeta = cJSON_GetArraySize(*meta);
+    return SMOE_OK;
+}
+
+/* f->meta (allocated for every entry) from the metadata object: strings, sorted by key, no key
+ * twice. */
+static smoe_status parse_meta(const cJSON *meta, smoe_st_file *f, smoe_err *err)
+{
+    for (const cJSON *m = meta->child; m; m = m->next) {
+        if (!cJSON_IsString(m))
+            return bad(err, "\"" ST_META_KEY "\" value of \"%s\" is not a string", m->string);
+        smoe_st_meta *kv = &f->meta[f->meta_count++];
+        kv->key = str_dup(m->string);
+        kv->value = str_dup(m->valuestring);
+        if (!kv->key || !kv->value)
+            return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    }
+    if (f->meta_count) qsort(f->meta, (size_t)f->meta_count, sizeof *f->meta, cmp_meta_key);
+    for (int i = 1; i < f->meta_count; i++) {
+        if (strcmp(f->meta[i - 1].key, f->meta[i].key) == 0)
+            return bad(err, "\"" ST_META_KEY "\" key \"%s\" appears twice", f->meta[i].key);
+    }
+    return SMOE_OK;
+}
+
+/* f->tensors (allocated for every tensor) from the members other than meta, sorted by name: a
+ * stable order for callers, and duplicates become neighbours. */
+static smoe_status parse_tensors(const cJSON *root, const cJSON *meta, const uint8_t *region,
+                                 uint64_t region_size, smoe_st_file *f, smoe_err *err)
+{
+    for (const cJSON *e = root->child; e; e = e->next) {
+        if (e == meta) continue;
+        smoe_st_tensor *t = &f->tensors[f->count];
+        smoe_status st = parse_entry(e, e->string, region, region_size, t, err);
+        if (st != SMOE_OK) return st;
+        if (!(t->name = str_dup(e->string)))
+            return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+        f->count++;
+    }
+    if (f->count) qsort(f->tensors, (size_t)f->count, sizeof *f->tensors, cmp_tensor_name);
+    for (int i = 1; i < f->count; i++) {
+        if (strcmp(f->tensors[i - 1].name, f->tensors[i].name) == 0)
+            return bad(err, "tensor \"%s\" appears twice in the header (duplicate name)",
+                       f->tensors[i].name);
+    }
+    return SMOE_OK;
+}
+
 /* Parses buf (taking ownership of it, freed on failure too) into out. */
 static smoe_status parse_owned(uint8_t *buf, size_t size, smoe_st_file *out, smoe_err *err)
 {
     smoe_st_file f = {0};
     cJSON *root = NULL;
-    smoe_status st = SMOE_OK;
+    const cJSON *meta = NULL;
+    const uint8_t *region = NULL;
+    uint64_t region_size = 0;
+    int ntensors = 0, nmeta = 0;
     f.buffer = buf;
     f.size = size;
 
-    if (size < 8) {
-        st = bad(err, "not a safetensors file: %zu bytes, shorter than the 8-byte header length",
-                 size);
-        goto done;
-    }
-    uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | buf[i];
-    if (hlen > ST_MAX_HEADER) {
-        st = bad(err, "safetensors header length %" PRIu64 " is absurd (limit %u bytes)", hlen,
-                 ST_MAX_HEADER);
-        goto done;
-    }
-    if (hlen > size - 8) {
-        st = bad(err,
-                 "safetensors header length %" PRIu64 " exceeds the file (%zu bytes after the "
-                 "length field)",
-                 hlen, size - 8);
-        goto done;
-    }
-    const char *header = (const char *)buf + 8;
-    const uint8_t *region = buf + 8 + hlen;
-    uint64_t region_size = size - 8 - hlen;
-
-    size_t bad_at = utf8_check((const uint8_t *)header, (size_t)hlen);
-    if (bad_at != hlen) {
-        st = bad(err, "safetensors header is not valid UTF-8 (byte %zu of the header)", bad_at);
-        goto done;
-    }
-    if (has_escaped_nul(header, (size_t)hlen)) {
-        st = bad(err, "safetensors header contains a \\u0000 escape (NUL is not allowed in names "
-                      "or metadata)");
-        goto done;
-    }
-    if (hlen == 0 || header[0] != '{') {
-        st = bad(err, "safetensors header is not a JSON object (it must start with '{')");
-        goto done;
-    }
-    const char *end = NULL;
-    root = cJSON_ParseWithLengthOpts(header, (size_t)hlen, &end, 0);
-    if (!root) {
-        size_t at = end && end >= header ? (size_t)(end - header) : 0;
-        st = bad(err, "safetensors header is not valid JSON (error near byte %zu of the header)",
-                 at);
-        goto done;
-    }
-    /* Only padding whitespace may follow the object. */
-    for (const char *p = end; p < header + hlen; p++) {
-        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
-            st = bad(err, "safetensors header is not valid JSON (trailing data at byte %zu)",
-                     (size_t)(p - header));
-            goto done;
-        }
-    }
-    if (!cJSON_IsObject(root)) {
-        st = bad(err, "safetensors header is not a JSON object");
-        goto done;
-    }
-
-    /* Count first so the arrays are allocated once. */
-    int ntensors = 0, nmeta = 0;
-    const cJSON *meta = NULL;
-    for (const cJSON *e = root->child; e; e = e->next) {
-        if (strcmp(e->string, ST_META_KEY) != 0) {
-            ntensors++;
-            continue;
-        }
-        if (meta) {
-            st = bad(err, "safetensors header has \"" ST_META_KEY "\" twice");
-            goto done;
-        }
-        meta = e;
-    }
-    if (meta) {
-        if (!cJSON_IsObject(meta)) {
-            st = bad(err, "\"" ST_META_KEY "\" is not a JSON object");
-            goto done;
-        }
-        nmeta = cJSON_GetArraySize(meta);
-    }
-    if ((ntensors && !(f.tensors = calloc((size_t)ntensors, sizeof *f.tensors))) ||
-        (nmeta && !(f.meta = calloc((size_t)nmeta, sizeof *f.meta)))) {
+    smoe_status st = parse_header(buf, size, &root, &region, &region_size, err);
+    if (st == SMOE_OK) st = find_meta(root, &meta, &ntensors, &nmeta, err);
+    /* the arrays are allocated once, for every entry counted */
+    if (st == SMOE_OK && ((ntensors && !(f.tensors = calloc((size_t)ntensors, sizeof *f.tensors))) ||
+                          (nmeta && !(f.meta = calloc((size_t)nmeta, sizeof *f.meta)))))
         st = smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-        goto done;
-    }
+    if (st == SMOE_OK && meta) st = parse_meta(meta, &f, err);
+    if (st == SMOE_OK) st = parse_tensors(root, meta, region, region_size, &f, err);
+    if (st == SMOE_OK) st = check_coverage(&f, region, region_size, err);
 
-    if (meta) {
-        for (const cJSON *m = meta->child; m; m = m->next) {
-            if (!cJSON_IsString(m)) {
-                st = bad(err, "\"" ST_META_KEY "\" value of \"%s\" is not a string", m->string);
-                goto done;
-            }
-            smoe_st_meta *kv = &f.meta[f.meta_count++];
-            kv->key = str_dup(m->string);
-            kv->value = str_dup(m->valuestring);
-            if (!kv->key || !kv->value) {
-                st = smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-                goto done;
-            }
-        }
-        if (f.meta_count) qsort(f.meta, (size_t)f.meta_count, sizeof *f.meta, cmp_meta_key);
-        for (int i = 1; i < f.meta_count; i++) {
-            if (strcmp(f.meta[i - 1].key, f.meta[i].key) == 0) {
-                st = bad(err, "\"" ST_META_KEY "\" key \"%s\" appears twice", f.meta[i].key);
-                goto done;
-            }
-        }
-    }
-
-    for (const cJSON *e = root->child; e; e = e->next) {
-        if (e == meta) continue;
-        smoe_st_tensor *t = &f.tensors[f.count];
-        st = parse_entry(e, e->string, region, region_size, t, err);
-        if (st != SMOE_OK) goto done;
-        if (!(t->name = str_dup(e->string))) {
-            st = smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-            goto done;
-        }
-        f.count++;
-    }
-
-    /* Sorted by name: a stable order for callers, and duplicates become neighbours. */
-    if (f.count) qsort(f.tensors, (size_t)f.count, sizeof *f.tensors, cmp_tensor_name);
-    for (int i = 1; i < f.count; i++) {
-        if (strcmp(f.tensors[i - 1].name, f.tensors[i].name) == 0) {
-            st = bad(err, "tensor \"%s\" appears twice in the header (duplicate name)",
-                     f.tensors[i].name);
-            goto done;
-        }
-    }
-    st = check_coverage(&f, region, region_size, err);
-
-done:
     cJSON_Delete(root);
     if (st != SMOE_OK) {
         smoe_st_free(&f); /* frees buf too */
@@ -690,45 +712,50 @@ static void plan_free(st_plan *p)
     memset(p, 0, sizeof *p);
 }
 
-static smoe_status plan_build(const smoe_st_entry *entries, int count, const smoe_st_meta *meta,
-                              int meta_count, st_plan *p, smoe_err *err)
+/* One entry given to a writer (entries[i]): a name that is not the metadata key, valid UTF-8; a
+ * known dtype; a shape whose sizes fit the format; data when it has bytes. */
+static smoe_status check_entry(const smoe_st_entry *e, int i, smoe_err *err)
 {
-    smoe_status st = SMOE_OK;
-    const smoe_st_meta **morder = NULL;
-    memset(p, 0, sizeof *p);
+    uint64_t bytes;
+    if (!e->name)
+        return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "safetensors writer: entry %d has "
+                         "no name", i);
+    if (strcmp(e->name, ST_META_KEY) == 0 || !valid_utf8_str(e->name))
+        return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT,
+                         "safetensors writer: \"%s\" is not a valid tensor name", e->name);
+    if (!dtype_valid(e->dtype))
+        return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT,
+                         "safetensors writer: tensor \"%s\" has an unknown dtype %d", e->name,
+                         (int)e->dtype);
+    if (e->ndim < 0 || e->ndim > SMOE_ST_MAX_DIMS)
+        return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT,
+                         "safetensors writer: tensor \"%s\" has %d dimensions (0 to %d allowed)",
+                         e->name, e->ndim, SMOE_ST_MAX_DIMS);
+    for (int d = 0; d < e->ndim; d++)
+        if (e->shape[d] < 0 || (double)e->shape[d] >= ST_MAX_JSON_INT)
+            return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT,
+                             "safetensors writer: tensor \"%s\" has a bad dimension %" PRId64,
+                             e->name, e->shape[d]);
+    if (!shape_bytes(e->ndim, e->shape, smoe_dtype_size(e->dtype), &bytes) ||
+        bytes >= (uint64_t)ST_MAX_JSON_INT)
+        return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT,
+                         "safetensors writer: tensor \"%s\" is too large", e->name);
+    if (bytes && !e->data)
+        return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT,
+                         "safetensors writer: tensor \"%s\" has no data", e->name);
+    return SMOE_OK;
+}
+
+/* The writers' arguments, every entry and every metadata pair. */
+static smoe_status check_args(const smoe_st_entry *entries, int count, const smoe_st_meta *meta,
+                              int meta_count, smoe_err *err)
+{
     if (count < 0 || meta_count < 0 || (count > 0 && !entries) || (meta_count > 0 && !meta))
         return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT,
                          "safetensors writer: bad entry or metadata list");
-
     for (int i = 0; i < count; i++) {
-        const smoe_st_entry *e = &entries[i];
-        uint64_t bytes;
-        if (!e->name)
-            return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "safetensors writer: entry %d has "
-                             "no name", i);
-        if (strcmp(e->name, ST_META_KEY) == 0 || !valid_utf8_str(e->name))
-            return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT,
-                             "safetensors writer: \"%s\" is not a valid tensor name", e->name);
-        if (!dtype_valid(e->dtype))
-            return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT,
-                             "safetensors writer: tensor \"%s\" has an unknown dtype %d", e->name,
-                             (int)e->dtype);
-        if (e->ndim < 0 || e->ndim > SMOE_ST_MAX_DIMS)
-            return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT,
-                             "safetensors writer: tensor \"%s\" has %d dimensions (0 to %d allowed)",
-                             e->name, e->ndim, SMOE_ST_MAX_DIMS);
-        for (int d = 0; d < e->ndim; d++)
-            if (e->shape[d] < 0 || (double)e->shape[d] >= ST_MAX_JSON_INT)
-                return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT,
-                                 "safetensors writer: tensor \"%s\" has a bad dimension %" PRId64,
-                                 e->name, e->shape[d]);
-        if (!shape_bytes(e->ndim, e->shape, smoe_dtype_size(e->dtype), &bytes) ||
-            bytes >= (uint64_t)ST_MAX_JSON_INT)
-            return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT,
-                             "safetensors writer: tensor \"%s\" is too large", e->name);
-        if (bytes && !e->data)
-            return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT,
-                             "safetensors writer: tensor \"%s\" has no data", e->name);
+        smoe_status st = check_entry(&entries[i], i, err);
+        if (st != SMOE_OK) return st;
     }
     for (int i = 0; i < meta_count; i++) {
         if (!meta[i].key || !meta[i].value || strcmp(meta[i].key, ST_META_KEY) == 0 ||
@@ -736,80 +763,106 @@ static smoe_status plan_build(const smoe_st_entry *entries, int count, const smo
             return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT,
                              "safetensors writer: metadata entry %d is NULL or not valid UTF-8", i);
     }
+    return SMOE_OK;
+}
 
-    if ((count && (!(p->order = malloc((size_t)count * sizeof *p->order)) ||
-                   !(p->nbytes = malloc((size_t)count * sizeof *p->nbytes)))) ||
-        (meta_count && !(morder = malloc((size_t)meta_count * sizeof *morder)))) {
-        st = smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-        goto done;
-    }
+/* p->order and morder (allocated) filled with the entries in name order and the metadata in key
+ * order; a name or key given twice is an error. */
+static smoe_status plan_order(const smoe_st_entry *entries, int count, const smoe_st_meta *meta,
+                              int meta_count, st_plan *p, const smoe_st_meta **morder,
+                              smoe_err *err)
+{
     for (int i = 0; i < count; i++) p->order[i] = &entries[i];
     for (int i = 0; i < meta_count; i++) morder[i] = &meta[i];
     if (count) qsort(p->order, (size_t)count, sizeof *p->order, cmp_entry_ptr);
     if (meta_count) qsort(morder, (size_t)meta_count, sizeof *morder, cmp_meta_ptr);
     for (int i = 1; i < count; i++) {
-        if (strcmp(p->order[i - 1]->name, p->order[i]->name) == 0) {
-            st = smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT,
-                           "safetensors writer: tensor \"%s\" given twice", p->order[i]->name);
-            goto done;
-        }
+        if (strcmp(p->order[i - 1]->name, p->order[i]->name) == 0)
+            return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT,
+                             "safetensors writer: tensor \"%s\" given twice", p->order[i]->name);
     }
     for (int i = 1; i < meta_count; i++) {
-        if (strcmp(morder[i - 1]->key, morder[i]->key) == 0) {
-            st = smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT,
-                           "safetensors writer: metadata key \"%s\" given twice", morder[i]->key);
-            goto done;
-        }
+        if (strcmp(morder[i - 1]->key, morder[i]->key) == 0)
+            return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT,
+                             "safetensors writer: metadata key \"%s\" given twice", morder[i]->key);
     }
+    return SMOE_OK;
+}
 
+/* The header's "__metadata__" member, with its trailing comma when tensors follow. */
+static void head_meta(sbuf *h, const smoe_st_meta **morder, int meta_count)
+{
+    sb_str(h, "\"" ST_META_KEY "\":{");
+    for (int i = 0; i < meta_count; i++) {
+        if (i) sb_put(h, ",", 1);
+        sb_json_string(h, morder[i]->key);
+        sb_put(h, ":", 1);
+        sb_json_string(h, morder[i]->value);
+    }
+    sb_put(h, "}", 1);
+}
+
+/* One tensor's member of the header, its data at *offset (advanced past it); 0 if the data
+ * would end beyond what the format can address. */
+static int head_entry(sbuf *h, const smoe_st_entry *e, uint64_t nbytes, uint64_t *offset)
+{
+    sb_json_string(h, e->name);
+    sb_str(h, ":{\"dtype\":\"");
+    sb_str(h, smoe_dtype_name(e->dtype));
+    sb_str(h, "\",\"shape\":[");
+    for (int d = 0; d < e->ndim; d++) {
+        if (d) sb_put(h, ",", 1);
+        sb_u64(h, (uint64_t)e->shape[d]);
+    }
+    sb_str(h, "],\"data_offsets\":[");
+    sb_u64(h, *offset);
+    sb_put(h, ",", 1);
+    if (nbytes > UINT64_MAX - *offset || *offset + nbytes >= (uint64_t)ST_MAX_JSON_INT) return 0;
+    *offset += nbytes;
+    sb_u64(h, *offset);
+    sb_str(h, "]}");
+    return 1;
+}
+
+/* p->head, p->nbytes and p->data_size from the ordered entries and metadata. */
+static smoe_status plan_header(st_plan *p, int count, const smoe_st_meta **morder, int meta_count,
+                               smoe_err *err)
+{
     sbuf *h = &p->head;
     sb_put(h, "\0\0\0\0\0\0\0\0", 8); /* the length, filled in below */
     sb_put(h, "{", 1);
-    if (meta_count) {
-        sb_str(h, "\"" ST_META_KEY "\":{");
-        for (int i = 0; i < meta_count; i++) {
-            if (i) sb_put(h, ",", 1);
-            sb_json_string(h, morder[i]->key);
-            sb_put(h, ":", 1);
-            sb_json_string(h, morder[i]->value);
-        }
-        sb_put(h, "}", 1);
-    }
+    if (meta_count) head_meta(h, morder, meta_count);
     uint64_t offset = 0;
     for (int i = 0; i < count; i++) {
         const smoe_st_entry *e = p->order[i];
         shape_bytes(e->ndim, e->shape, smoe_dtype_size(e->dtype), &p->nbytes[i]);
         if (i || meta_count) sb_put(h, ",", 1);
-        sb_json_string(h, e->name);
-        sb_str(h, ":{\"dtype\":\"");
-        sb_str(h, smoe_dtype_name(e->dtype));
-        sb_str(h, "\",\"shape\":[");
-        for (int d = 0; d < e->ndim; d++) {
-            if (d) sb_put(h, ",", 1);
-            sb_u64(h, (uint64_t)e->shape[d]);
-        }
-        sb_str(h, "],\"data_offsets\":[");
-        sb_u64(h, offset);
-        sb_put(h, ",", 1);
-        if (p->nbytes[i] > UINT64_MAX - offset || offset + p->nbytes[i] >= (uint64_t)ST_MAX_JSON_INT) {
-            st = smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "safetensors writer: data too large");
-            goto done;
-        }
-        offset += p->nbytes[i];
-        sb_u64(h, offset);
-        sb_str(h, "]}");
+        if (!head_entry(h, e, p->nbytes[i], &offset))
+            return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "safetensors writer: data too large");
     }
     sb_put(h, "}", 1);
     while (!h->oom && h->len % 8) sb_put(h, " ", 1); /* readers may then map the data aligned */
-    if (h->oom) {
-        st = smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-        goto done;
-    }
+    if (h->oom) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
     uint64_t hlen = h->len - 8;
     for (int i = 0; i < 8; i++) h->p[i] = (char)((hlen >> (8 * i)) & 0xFF);
     p->data_size = offset;
+    return SMOE_OK;
+}
 
-done:
+static smoe_status plan_build(const smoe_st_entry *entries, int count, const smoe_st_meta *meta,
+                              int meta_count, st_plan *p, smoe_err *err)
+{
+    memset(p, 0, sizeof *p);
+    smoe_status st = check_args(entries, count, meta, meta_count, err);
+    if (st != SMOE_OK) return st;
+
+    const smoe_st_meta **morder = NULL;
+    if ((count && (!(p->order = malloc((size_t)count * sizeof *p->order)) ||
+                   !(p->nbytes = malloc((size_t)count * sizeof *p->nbytes)))) ||
+        (meta_count && !(morder = malloc((size_t)meta_count * sizeof *morder))))
+        st = smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    if (st == SMOE_OK) st = plan_order(entries, count, meta, meta_count, p, morder, err);
+    if (st == SMOE_OK) st = plan_header(p, count, morder, meta_count, err);
     free(morder);
     if (st != SMOE_OK) plan_free(p);
     return st;

@@ -1,6 +1,6 @@
 /* OpenBLAS chooses its kernels from the CPU model when it is loaded. OpenBLAS 0.3.21 (Debian 12)
- * does not know recent CPUs: on a Sapphire Rapids Xeon it falls back to its SSE3 "Prescott"
- * kernels, about 10x slower than its AVX-512 ones (measured here). It can only be told at load
+ * does not know some recent CPUs: on those it falls back to its generic SSE3 "Prescott" kernels,
+ * an order of magnitude slower than its AVX-512 ones. It can only be told at load
  * time, through the environment, so the library reports the fix and the command applies it. */
 #include <string.h>
 #include <strings.h>

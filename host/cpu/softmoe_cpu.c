@@ -1,4 +1,4 @@
-/* The Soft MoE layer on the CPU (SPEC section 1), float32, both cores.
+/* The Soft MoE layer on the CPU (SPEC section 1), float32, on the OpenMP threads.
  *
  * Layouts (all row-major):
  *   per sequence:  logits, D, C        [b, m, S]      (S = n*p slots, slot j = e*p + k)
@@ -14,21 +14,9 @@
  * the backward scales G_L by scale*r once, so that G_Φ̂ = Xᵀ(scale r ⊙ G_L) and
  * r ⊙ G_X̂ = (scale r ⊙ G_L) Φ̂ᵀ: X̂ is never formed.
  *
- * Matmuls: every product is a batch of GEMMs (one per sequence or per expert) through mm().
- * On x86-64 CPUs with AVX-512 (checked at run time) mm() is this file's own OpenMP GEMM: an
- * 8x32 FMA register tile, with three drivers:
- *   mm_packed  the general case, BLIS-style cache blocking and packing;
- *   mm_direct  A B with few rows or a short inner size (the per-expert backward products and
- *              weight gradients): B read in place, in order, no packing, no barriers;
- *   mm_dot     A Bᵀ with few rows (the per-expert X Wᵀ forward products): dot products along
- *              the weight rows, which are read once, in order.
- * On other CPUs mm() calls OpenBLAS's cblas_sgemm (outside any OpenMP region). Why not
- * OpenBLAS everywhere: the per-expert products have only b*p rows, which OpenBLAS handles at a
- * fraction of its speed (the weights are packed per call, one call per expert), its threads
- * and the OpenMP threads of the other loops fight over the two cores, and OpenBLAS 0.3.21
- * takes Sapphire Rapids for a "Prescott" (SSE3 kernels, ~40 GFLOPS on both cores against
- * ~190 here). With one OpenMP region per batch of GEMMs the layer runs on one set of threads.
- * The weight gradients are written with streaming stores (they are not read again soon).
+ * Matmuls: every product is a batch of GEMMs (one per sequence or per expert) through mm(),
+ * this file's shorthand for smoe_gemm_batch (gemm.h), which picks the kernel per shape. The
+ * weight gradients are written with streaming stores (they are not read again soon).
  *
  * Elementwise work (norms, softmaxes, GELU, bias sums) is in OpenMP loops; exp and tanh are
  * small branch-free approximations (a few float ulps) so that these loops vectorise.
@@ -37,353 +25,34 @@
 #include "expert_subset_cpu.h"
 #include "common/router_noise.h"
 #include "fast_math.h"
+#include "gemm.h"
 #include "softmoe.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
-
-/* The AVX-512 kernels are chosen at run time; -DSMOE_CPU_NO_AVX512 leaves them out (cblas only). */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(SMOE_CPU_NO_AVX512)
-#include <immintrin.h>
-#define SMOE_HAVE_AVX512_KERNEL 1
-#else
-#define SMOE_HAVE_AVX512_KERNEL 0
-#endif
 
 /* ---------------------------------------------------------------------------------------- */
 /* GEMM                                                                                      */
 /* ---------------------------------------------------------------------------------------- */
 
-/* One operand of a batch of GEMMs: item g is the matrix at p + g*stride, with leading
- * dimension ld, used transposed when trans is set. */
-typedef struct {
-    const float *p;
-    int ld, trans;
-    size_t stride;
-} operand;
+/* Every product here is a batch of GEMMs (gemm.h), written mm(count, M, N, K, A, B, C, ...). */
+typedef smoe_gemm_mat operand;
 
-static operand mat(const float *p, int ld, size_t stride) { return (operand){p, ld, 0, stride}; }
-static operand mat_t(const float *p, int ld, size_t stride) { return (operand){p, ld, 1, stride}; }
+static operand mat(const float *p, int ld, size_t stride) { return smoe_gemm_n(p, ld, stride); }
+static operand mat_t(const float *p, int ld, size_t stride) { return smoe_gemm_t(p, ld, stride); }
 
 enum {
     MM_ACCUMULATE = 1, /* C += op(A) op(B) instead of C = op(A) op(B) */
-    MM_STREAM = 2,     /* C is written once and not read soon: bypass the cache where possible */
-    TILE_PREFETCH = 4  /* (internal) B is read in place, rows far apart: prefetch PF_ROWS ahead */
+    MM_STREAM = 2      /* C is written once and not read soon (SMOE_GEMM_STREAM) */
 };
 
-/* Register tile MR x NR; cache blocks MC x KC of A and KC x NC of B (packed GEMM). */
-#define MR 8
-#define NR 32
-#define KC 256
-#define MC 512
-#define NC 2048
-#define PACK_FLOATS ((size_t)MC * KC + (size_t)KC * NC)
-#define PF_ROWS 24     /* prefetch distance in rows of B, with TILE_PREFETCH */
-#define DOT_MAX_M 32   /* A Bᵀ with at most this many rows: mm_dot */
-#define DIRECT_MAX_M 16 /* A B with at most this many rows ... */
-#define DIRECT_MAX_K 32 /* ... or this short an inner dimension: mm_direct */
-#define DIRECT_KB 32   /* mm_direct: rows of B swept together */
-#define DOT_R 8        /* dot_tile: rows of A ... */
-#define DOT_J 3        /* ... and of Bᵀ per tile */
-
-#if SMOE_HAVE_AVX512_KERNEL
-
-/* The mr x nr corner (mr <= MR, nr <= NR) of the tile c (leading dimension ldc) = (or +=)
- * op(A) op(B) over kc, where op(A)[i][k] = a[i*ai + k*ak] (a packed panel has ai = 1,
- * ak = MR) and op(B)[k][j] = b[k*ldb + j] (a packed panel has ldb = NR). */
-__attribute__((target("avx512f"))) static void tile_avx512(int kc, const float *a, int ai,
-                                                           int ak, const float *b, int ldb,
-                                                           float *c, int ldc, int mr, int nr,
-                                                           int flags)
-{
-    const __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1);
-    const __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : (1u << (nr - 16)) - 1);
-    const float *ar[MR]; /* rows past mr repeat row 0; their results are dropped */
-    for (int i = 0; i < MR; i++) ar[i] = a + (size_t)(i < mr ? i : 0) * ai;
-    __m512 c0[MR], c1[MR];
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; i++) c0[i] = c1[i] = _mm512_setzero_ps();
-    for (int k = 0; k < kc; k++) {
-        const float *bk = b + (size_t)k * ldb;
-        if (flags & TILE_PREFETCH) {
-            const uintptr_t ahead = (uintptr_t)bk + (uintptr_t)PF_ROWS * ldb * sizeof(float);
-            _mm_prefetch((const char *)ahead, _MM_HINT_T0);
-            _mm_prefetch((const char *)(ahead + 64), _MM_HINT_T0);
-        }
-        const __m512 b0 = _mm512_maskz_loadu_ps(m0, bk), b1 = _mm512_maskz_loadu_ps(m1, bk + 16);
-        const size_t kk = (size_t)k * ak;
-#pragma GCC unroll 8
-        for (int i = 0; i < MR; i++) {
-            const __m512 av = _mm512_set1_ps(ar[i][kk]);
-            c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
-            c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
-        }
-    }
-    const int stream = (flags & MM_STREAM) && nr == NR && (uintptr_t)c % 64 == 0 && ldc % 16 == 0;
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; i++) {
-        if (i >= mr) break;
-        float *ci = c + (size_t)i * ldc;
-        if (flags & MM_ACCUMULATE) {
-            c0[i] = _mm512_add_ps(c0[i], _mm512_maskz_loadu_ps(m0, ci));
-            c1[i] = _mm512_add_ps(c1[i], _mm512_maskz_loadu_ps(m1, ci + 16));
-        }
-        if (stream) {
-            _mm512_stream_ps(ci, c0[i]);
-            _mm512_stream_ps(ci + 16, c1[i]);
-        } else {
-            _mm512_mask_storeu_ps(ci, m0, c0[i]);
-            _mm512_mask_storeu_ps(ci + 16, m1, c1[i]);
-        }
-    }
-}
-
-/* The mr x nj corner (mr <= DOT_R, nj <= DOT_J) of c = (or +=) A Btᵀ, with A [mr, K] and
- * Bt [nj, K] row-major (leading dimensions lda, ldb): dot products vectorised along K. */
-__attribute__((target("avx512f"))) static void dot_tile(int K, const float *a, int lda, int mr,
-                                                        const float *bt, int ldb, int nj,
-                                                        float *c, int ldc, int flags)
-{
-    const float *ar[DOT_R], *br[DOT_J]; /* rows past mr (nj) repeat row 0 */
-    for (int i = 0; i < DOT_R; i++) ar[i] = a + (size_t)(i < mr ? i : 0) * lda;
-    for (int j = 0; j < DOT_J; j++) br[j] = bt + (size_t)(j < nj ? j : 0) * ldb;
-    __m512 acc[DOT_R][DOT_J];
-#pragma GCC unroll 8
-    for (int i = 0; i < DOT_R; i++)
-#pragma GCC unroll 8
-        for (int j = 0; j < DOT_J; j++) acc[i][j] = _mm512_setzero_ps();
-    for (int k = 0; k < K; k += 16) {
-        const __mmask16 mk = (__mmask16)(K - k >= 16 ? 0xFFFF : (1u << (K - k)) - 1);
-        __m512 bv[DOT_J];
-#pragma GCC unroll 8
-        for (int j = 0; j < DOT_J; j++) {
-            bv[j] = _mm512_maskz_loadu_ps(mk, br[j] + k);
-            /* the same place in the next DOT_J rows: the weights are read once, in order */
-            _mm_prefetch((const char *)((uintptr_t)(br[j] + k) + (uintptr_t)DOT_J * ldb * sizeof(float)),
-                         _MM_HINT_T0);
-        }
-#pragma GCC unroll 8
-        for (int i = 0; i < DOT_R; i++) {
-            const __m512 av = _mm512_maskz_loadu_ps(mk, ar[i] + k);
-#pragma GCC unroll 8
-            for (int j = 0; j < DOT_J; j++) acc[i][j] = _mm512_fmadd_ps(av, bv[j], acc[i][j]);
-        }
-    }
-    float sum[DOT_R][DOT_J]; /* (constant indices keep acc in registers) */
-#pragma GCC unroll 8
-    for (int i = 0; i < DOT_R; i++)
-#pragma GCC unroll 8
-        for (int j = 0; j < DOT_J; j++) sum[i][j] = _mm512_reduce_add_ps(acc[i][j]);
-    for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nj; j++) {
-            float *cij = c + (size_t)i * ldc + j;
-            *cij = flags & MM_ACCUMULATE ? *cij + sum[i][j] : sum[i][j];
-        }
-}
-
-/* dst[k*MR + i] = op(A)[i0 + i][k0 + k] for i < mr, k < kc; rows mr..MR-1 are zero. */
-static void pack_a(operand A, const float *a, int i0, int mr, int k0, int kc, float *dst)
-{
-    for (int k = 0; k < kc; k++)
-        for (int i = 0; i < MR; i++)
-            dst[k * MR + i] = i >= mr      ? 0.0f
-                              : A.trans ? a[(size_t)(k0 + k) * A.ld + i0 + i]
-                                        : a[(size_t)(i0 + i) * A.ld + k0 + k];
-}
-
-/* dst[k*NR + j] = op(B)[k0 + k][j0 + j] for k < kc, j < nr, with B transposed (the only case
- * packed: an untransposed B is read in place), so op(B)[k][j] = b[j*ld + k]: per k, two
- * 16-lane gathers down the columns; lanes j >= nr are zero. */
-__attribute__((target("avx512f"))) static void pack_bt(operand B, const float *b, int k0, int kc,
-                                                       int j0, int nr, float *dst)
-{
-    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-    const __m512i idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32(B.ld));
-    const __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1);
-    const __mmask16 m1 = (__mmask16)(nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : (1u << (nr - 16)) - 1);
-    const float *col0 = b + (size_t)j0 * B.ld + k0;
-    const float *col1 = nr > 16 ? col0 + (size_t)16 * B.ld : col0;
-    for (int k = 0; k < kc; k++) {
-        _mm512_storeu_ps(dst + k * NR,
-                         _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m0, idx, col0 + k, 4));
-        _mm512_storeu_ps(dst + k * NR + 16,
-                         _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m1, idx, col1 + k, 4));
-    }
-}
-
-/* C_g = (or +=) op(A_g) op(B_g), g < count, each M x N with inner size K: the general case.
- * Per block of C, all threads first pack A (and a transposed B) into pack (PACK_FLOATS), then
- * compute its tiles; an untransposed B is read in place. */
-static void mm_packed(int count, int M, int N, int K, operand A, operand B, float *C, int ldc,
-                      size_t stride_c, int flags, float *pack)
-{
-    float *pa = pack, *pb = pack + (size_t)MC * KC;
-    const int nkb = (K + KC - 1) / KC, kstep = (K + nkb - 1) / nkb; /* even K blocks */
-    if (nkb > 1) flags &= ~MM_STREAM; /* C is read again for the next K block */
-    if (!B.trans) flags |= TILE_PREFETCH;
-#pragma omp parallel
-    for (int g = 0; g < count; g++) {
-        const float *a = A.p + g * A.stride, *b = B.p + g * B.stride;
-        float *cg = C + g * stride_c;
-        for (int k0 = 0; k0 < K; k0 += kstep) {
-            const int kc = K - k0 < kstep ? K - k0 : kstep;
-            const int fl = k0 > 0 ? flags | MM_ACCUMULATE : flags;
-            for (int i0 = 0; i0 < M; i0 += MC) {
-                const int mc = M - i0 < MC ? M - i0 : MC, npa = (mc + MR - 1) / MR;
-                for (int j0 = 0; j0 < N; j0 += NC) {
-                    const int nc = N - j0 < NC ? N - j0 : NC, npb = (nc + NR - 1) / NR;
-                    const int npack_b = B.trans ? npb : 0;
-                    const int npack = npack_b + (j0 == 0 ? npa : 0); /* A once per (k0, i0) */
-#pragma omp for schedule(static)
-                    for (int t = 0; t < npack; t++) {
-                        if (t < npack_b) {
-                            const int jn = nc - t * NR < NR ? nc - t * NR : NR;
-                            pack_bt(B, b, k0, kc, j0 + t * NR, jn, pb + (size_t)t * kc * NR);
-                        } else {
-                            const int ip = t - npack_b, in = mc - ip * MR < MR ? mc - ip * MR : MR;
-                            pack_a(A, a, i0 + ip * MR, in, k0, kc, pa + (size_t)ip * kc * MR);
-                        }
-                    }
-#pragma omp for collapse(2) schedule(static)
-                    for (int jp = 0; jp < npb; jp++)
-                        for (int ip = 0; ip < npa; ip++) {
-                            const int in = mc - ip * MR < MR ? mc - ip * MR : MR;
-                            const int jn = nc - jp * NR < NR ? nc - jp * NR : NR;
-                            const float *ap = pa + (size_t)ip * kc * MR;
-                            const float *bp = B.trans ? pb + (size_t)jp * kc * NR
-                                                      : b + (size_t)k0 * B.ld + j0 + jp * NR;
-                            tile_avx512(kc, ap, 1, MR, bp, B.trans ? NR : B.ld,
-                                        cg + (size_t)(i0 + ip * MR) * ldc + j0 + jp * NR, ldc, in,
-                                        jn, fl);
-                        }
-                }
-            }
-        }
-        if (flags & MM_STREAM) _mm_sfence(); /* every thread orders its own streaming stores */
-    }
-}
-
-/* C_g = (or +=) op(A_g) B_g, B untransposed, with few rows (the per-expert G_Ỹ W2 and G_A W1)
- * or a short inner dimension (the per-expert weight gradients G_Ỹᵀ H and G_Aᵀ X̃): nothing is
- * packed (the tile reads A and B in place) and threads never wait for each other before the
- * end. Each thread takes whole items and sweeps B by DIRECT_KB full rows at a time, so that B
- * (the weights) is read once, in order, with software prefetch ahead. */
-static void mm_direct(int count, int M, int N, int K, operand A, operand B, float *C, int ldc,
-                      size_t stride_c, int flags)
-{
-    const int ai = A.trans ? 1 : A.ld, ak = A.trans ? A.ld : 1;
-    const int nch = count >= 8 ? 1 : (N + 511) / 512; /* split N when there are few items */
-    const int chunk = (N + nch - 1) / nch;
-    if (K > DIRECT_KB) flags &= ~MM_STREAM; /* C is read again for the next rows of B */
-    flags |= TILE_PREFETCH;
-#pragma omp parallel
-    {
-#pragma omp for collapse(2) schedule(static)
-        for (int g = 0; g < count; g++)
-            for (int ch = 0; ch < nch; ch++) {
-                const float *a = A.p + g * A.stride, *b = B.p + g * B.stride;
-                float *cg = C + g * stride_c;
-                const int j_end = (ch + 1) * chunk < N ? (ch + 1) * chunk : N;
-                for (int i0 = 0; i0 < M; i0 += MR)
-                    for (int k0 = 0; k0 < K; k0 += DIRECT_KB) {
-                        const int kc = K - k0 < DIRECT_KB ? K - k0 : DIRECT_KB;
-                        const int fl = k0 > 0 ? flags | MM_ACCUMULATE : flags;
-                        for (int j0 = ch * chunk; j0 < j_end; j0 += NR)
-                            tile_avx512(kc, a + (size_t)i0 * ai + (size_t)k0 * ak, ai, ak,
-                                        b + (size_t)k0 * B.ld + j0, B.ld,
-                                        cg + (size_t)i0 * ldc + j0, ldc,
-                                        M - i0 < MR ? M - i0 : MR,
-                                        j_end - j0 < NR ? j_end - j0 : NR, fl);
-                    }
-            }
-        if (flags & MM_STREAM) _mm_sfence();
-    }
-}
-
-/* C_g = (or +=) A_g B_gᵀ (A and B both row-major, contiguous along K) with few rows of A (the
- * per-expert X Wᵀ): packing the transposed weights would cost more than the arithmetic. Each
- * weight row is read once per DOT_R rows of A, in order. */
-static void mm_dot(int count, int M, int N, int K, operand A, operand B, float *C, int ldc,
-                   size_t stride_c, int flags)
-{
-    const int nj = (N + DOT_J - 1) / DOT_J;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int g = 0; g < count; g++)
-        for (int jt = 0; jt < nj; jt++) {
-            const int j0 = jt * DOT_J, jn = N - j0 < DOT_J ? N - j0 : DOT_J;
-            const float *bt = B.p + g * B.stride + (size_t)j0 * B.ld;
-            for (int i0 = 0; i0 < M; i0 += DOT_R)
-                dot_tile(K, A.p + g * A.stride + (size_t)i0 * A.ld, A.ld,
-                         M - i0 < DOT_R ? M - i0 : DOT_R, bt, B.ld, jn,
-                         C + g * stride_c + (size_t)i0 * ldc + j0, ldc, flags);
-        }
-}
-
-/* mm_dot over groups of rows of different sizes (the expert-subset forward's kept rows of each
- * expert): for g < count, rows rows_at[e]..rows_at[e+1] of A and C times item e = group[g] of B,
- * all in one parallel region. */
-static void mm_dot_groups(int count, const int *group, const int *rows_at, int N, int K, operand A,
-                          operand B, float *C, int ldc)
-{
-    const int nj = (N + DOT_J - 1) / DOT_J;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int g = 0; g < count; g++)
-        for (int jt = 0; jt < nj; jt++) {
-            const int e = group[g], end = rows_at[e + 1];
-            const int j0 = jt * DOT_J, jn = N - j0 < DOT_J ? N - j0 : DOT_J;
-            const float *bt = B.p + e * B.stride + (size_t)j0 * B.ld;
-            for (int i0 = rows_at[e]; i0 < end; i0 += DOT_R)
-                dot_tile(K, A.p + (size_t)i0 * A.ld, A.ld, end - i0 < DOT_R ? end - i0 : DOT_R, bt,
-                         B.ld, jn, C + (size_t)i0 * ldc + j0, ldc, 0);
-        }
-}
-
-#endif /* SMOE_HAVE_AVX512_KERNEL */
-
-/* The batch of GEMMs C_g = (or +=) op(A_g) op(B_g), g < count. pack: PACK_FLOATS floats. */
+/* The batch of GEMMs C_g = (or +=) op(A_g) op(B_g), g < count. pack: smoe_gemm_pack_floats(). */
 static void mm(int count, int M, int N, int K, operand A, operand B, float *C, int ldc,
                size_t stride_c, int flags, float *pack)
 {
-#if SMOE_HAVE_AVX512_KERNEL
-    if (__builtin_cpu_supports("avx512f")) {
-        if (!A.trans && B.trans && M <= DOT_MAX_M)
-            mm_dot(count, M, N, K, A, B, C, ldc, stride_c, flags);
-        else if (!B.trans && (M <= DIRECT_MAX_M || K <= DIRECT_MAX_K))
-            mm_direct(count, M, N, K, A, B, C, ldc, stride_c, flags);
-        else
-            mm_packed(count, M, N, K, A, B, C, ldc, stride_c, flags, pack);
-        return;
-    }
-#endif
-    (void)pack;
-    for (int g = 0; g < count; g++)
-        cblas_sgemm(CblasRowMajor, A.trans ? CblasTrans : CblasNoTrans,
-                    B.trans ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A.p + g * A.stride, A.ld,
-                    B.p + g * B.stride, B.ld, flags & MM_ACCUMULATE ? 1.0f : 0.0f,
-                    C + g * stride_c, ldc);
-}
-
-/* C rows = A rows Wᵀ_e for the count experts e = group[g], over their rows rows_at[e]..
- * rows_at[e+1] of A [rows, K] and C [rows, N], W [n, N, K]: the per-expert GEMMs of the
- * expert-subset forward. max_rows bounds every group's rows; the kernel is the one mm() would
- * pick for that many rows, so that with every row kept the results are the full layer's. */
-static void mm_groups(int count, const int *group, const int *rows_at, int max_rows, int N, int K,
-                      const float *A, const float *W, float *C, float *pack)
-{
-#if SMOE_HAVE_AVX512_KERNEL
-    if (__builtin_cpu_supports("avx512f") && max_rows <= DOT_MAX_M) {
-        mm_dot_groups(count, group, rows_at, N, K, mat(A, K, 0), mat_t(W, K, (size_t)N * K), C, N);
-        return;
-    }
-#endif
-    (void)max_rows;
-    for (int g = 0; g < count; g++) {
-        const int e = group[g], r0 = rows_at[e];
-        mm(1, rows_at[e + 1] - r0, N, K, mat(A + (size_t)r0 * K, K, 0),
-           mat_t(W + (size_t)e * N * K, K, 0), C + (size_t)r0 * N, N, 0, 0, pack);
-    }
+    smoe_gemm_batch(count, M, N, K, 1.0f, A, B, flags & MM_ACCUMULATE ? 1.0f : 0.0f, C, ldc,
+                    stride_c, flags & MM_STREAM ? SMOE_GEMM_STREAM : 0, pack);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -419,7 +88,7 @@ typedef struct {
     size_t row_ex; /* [b*S] int    the expert of each of those rows */
     size_t ex_at;  /* [n+1] int    where each expert's rows start */
     size_t active; /* [n] int      the experts with rows */
-    size_t pack;   /* PACK_FLOATS  GEMM packing buffers */
+    size_t pack;   /* smoe_gemm_pack_floats(): GEMM packing buffers */
     size_t total;
 } ws_layout;
 
@@ -459,7 +128,7 @@ static ws_layout ws_plan(const smoe_layer_dims *dm)
     w.row_ex = carve(&top, b * S);
     w.ex_at = carve(&top, (size_t)dm->n + 1);
     w.active = carve(&top, (size_t)dm->n);
-    w.pack = carve(&top, PACK_FLOATS);
+    w.pack = carve(&top, smoe_gemm_pack_floats());
     w.total = top;
     return w;
 }
@@ -519,7 +188,7 @@ static inline float gelu_grad(float a)
 
 /* The GELU loops are the only elementwise work big enough to matter; with AVX-512 they get a
  * 16-lane clone, chosen at run time. */
-#if SMOE_HAVE_AVX512_KERNEL
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(SMOE_CPU_NO_AVX512)
 #define VECTOR_CLONES __attribute__((target_clones("avx512f", "default")))
 #else
 #define VECTOR_CLONES
@@ -595,7 +264,7 @@ static void expert_row_sums(int n, int rows, int cols, const float *mat, float *
 /* The experts (shared with the sparse MoE layers, sparse_moe_cpu.c)                         */
 /* ---------------------------------------------------------------------------------------- */
 
-size_t smoe_cpu_gemm_pack_floats(void) { return PACK_FLOATS; }
+size_t smoe_cpu_gemm_pack_floats(void) { return smoe_gemm_pack_floats(); }
 
 void smoe_cpu_experts_forward(int n, int M, int d, int h, const float *w1, const float *b1,
                               const float *w2, const float *xs, float *A, float *H, float *out,
@@ -855,11 +524,11 @@ void smoe_cpu_layer_forward_keep(const smoe_layer_dims *dims, const smoe_layer_p
     int count = 0;
     for (int e = 0; e < n; e++)
         if (ex_at[e + 1] > ex_at[e]) active[count++] = e;
-    mm_groups(count, active, ex_at, b * p, h, d, xs, prm->w1, A, pack);
+    smoe_gemm_groups(count, active, ex_at, b * p, h, d, xs, prm->w1, A, pack);
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < R; r++)
         bias_gelu(h, prm->b1 + (size_t)row_ex[r] * h, A + (size_t)r * h, H + (size_t)r * h);
-    mm_groups(count, active, ex_at, b * p, d, h, H, prm->w2, ex1, pack);
+    smoe_gemm_groups(count, active, ex_at, b * p, d, h, H, prm->w2, ex1, pack);
 
     /* Ỹ of the kept slots = fc2 output + b2, back in sequence order [b, kp, d] */
 #pragma omp parallel for schedule(static)

@@ -1,6 +1,5 @@
-/* The Soft MoE layer on the CPU path (SPEC section 1): readable C, its own AVX-512 GEMMs where
- * the CPU has them (OpenBLAS otherwise; see softmoe_cpu.c for why),
- * both cores used. The reference every Vulkan kernel is checked against. */
+/* The Soft MoE layer on the CPU path (SPEC section 1): readable C, its GEMMs through gemm.h,
+ * on the OpenMP threads. The reference every Vulkan kernel is checked against. */
 #ifndef SMOE_SOFTMOE_CPU_H
 #define SMOE_SOFTMOE_CPU_H
 

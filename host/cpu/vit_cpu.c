@@ -1,28 +1,27 @@
 /* The ViT ops (SPEC section 2) on the CPU, float32: the reference the Vulkan shaders are checked
  * against, and the CPU training path.
  *
- * Linear layers: one cblas_sgemm per product (OpenBLAS threads it). cblas is never called inside
- * an OpenMP parallel region. Everything elementwise or per row is an OpenMP loop; reductions over
+ * Linear layers: one smoe_gemm per product (gemm.h), never inside an OpenMP parallel region.
+ * Everything elementwise or per row is an OpenMP loop; reductions over
  * rows (bias, gamma and beta gradients) walk blocks of columns, so that every thread owns its
  * outputs and no scratch is needed.
  *
  * Attention works per (image, head) pair: products of T x T x hd, tiny for the small ViT (T = 49,
- * hd = 32). A cblas_sgemm per pair would run single-threaded (OpenBLAS threads a GEMM only from
- * M*N*K >= 4 * 65536) and cannot be spread over the pairs (no cblas inside OpenMP). So the pairs
- * are an OpenMP loop and the products blocked vectorised loops. Measured at b=128, T=49, dim=96,
- * heads=3, one thread: forward 11.0 ms (loops) vs 11.0 ms (sgemm per pair), backward 17.8 vs
- * 12.3 ms; the loops scale with the cores (384 independent pairs), the sgemm calls do not, so the
- * loops win from two cores on. The forward writes the probabilities straight into att; the
- * backward needs no scratch (see smoe_cpu_attention_backward).
+ * hd = 32), fused with the softmax. A GEMM call per pair would run single-threaded (OpenBLAS
+ * threads only large products) and cannot be spread over the pairs (no GEMM call inside an
+ * OpenMP region). So the pairs are an OpenMP loop and the products blocked vectorised loops:
+ * measured on one thread, as fast as a GEMM per pair forward and faster backward, and they scale
+ * with the threads where the GEMM calls do not. The forward writes the probabilities straight
+ * into att; the backward needs no scratch (see smoe_cpu_attention_backward).
  *
  * exp (softmax, GELU) is a vectorisable polynomial, accurate to ~4 float ulps; libm's expf and
- * tanhf do not vectorise (GELU with tanhf: 59 ms vs 4.4 ms on 6272 x 384, one thread).
+ * tanhf do not vectorise (a GELU with tanhf measured an order of magnitude slower).
  *
  * No global state, no printing, no allocation. */
 #include "vit_cpu.h"
 #include "fast_math.h"
+#include "gemm.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -50,8 +49,7 @@ void smoe_cpu_linear_forward(int rows, int in, int out, const float *x, const fl
 #pragma omp parallel for schedule(static)
         for (int r = 0; r < rows; r++) memcpy(y + (size_t)r * out, b, (size_t)out * sizeof(float));
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x, in, w, in, b ? 1.0f : 0.0f, y,
-                out);
+    smoe_gemm(0, 1, rows, out, in, 1.0f, x, in, w, in, b ? 1.0f : 0.0f, y, out, NULL);
 }
 
 /* db[j] (+)= sum over rows of dy[r, j], parallel over blocks of columns. */
@@ -85,9 +83,9 @@ void smoe_cpu_linear_backward(int rows, int in, int out, const float *x, const f
         return;
     }
     /* dx [rows, in] = dy [rows, out] W [out, in] */
-    if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, in, out, 1.0f, dy, out, w, in, beta, dx, in);
+    if (dx) smoe_gemm(0, 0, rows, in, out, 1.0f, dy, out, w, in, beta, dx, in, NULL);
     /* dw [out, in] = dy^T x */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, rows, 1.0f, dy, out, x, in, beta, dw, in);
+    smoe_gemm(1, 0, out, in, rows, 1.0f, dy, out, x, in, beta, dw, in, NULL);
     if (db) column_sums(rows, out, dy, db, accumulate);
 }
 
