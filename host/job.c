@@ -9,7 +9,8 @@
 
 struct smoe_job {
     smoe_model *model;       /* NULL once the job is final */
-    const smoe_job_ops *ops;
+    smoe_exec_request rq;    /* the work */
+    smoe_job_collect_fn collect;
     int b;
     float *out;
     int on_gpu;
@@ -27,14 +28,14 @@ struct smoe_job {
 static void worker(void *arg)
 {
     smoe_job *j = arg;
-    j->run_status = j->ops->run(j->model, &j->run_err);
+    j->run_status = smoe_executor_run_deferred(&j->rq, &j->run_err);
     atomic_store_explicit(&j->done, 1, memory_order_release);
 }
 
 /* Whether the work has ended (with wait: once it has); SMOE_NOT_READY only without wait. */
 static smoe_status work_done(smoe_job *j, int wait, smoe_err *err)
 {
-    if (j->on_gpu) return j->ops->gpu_poll(j->model, wait, err);
+    if (j->on_gpu) return smoe_executor_wait(&j->model->exec, j->rq.plan, j->rq.mode, wait, err);
     if (!wait && !atomic_load_explicit(&j->done, memory_order_acquire)) return SMOE_NOT_READY;
     if (j->thread_live) {
         smoe_thread_join(&j->thread);
@@ -52,33 +53,27 @@ static void make_final(smoe_job *j, smoe_status st)
     j->model = NULL;
 }
 
-smoe_status smoe_job_launch(smoe_model *m, const smoe_job_ops *ops, int b, float *out, smoe_job **job,
-                            smoe_err *err)
+smoe_status smoe_job_launch(smoe_model *m, const smoe_exec_request *rq, smoe_job_collect_fn collect, int b, float *out,
+                            smoe_job **job, smoe_err *err)
 {
     *job = NULL;
-    int on_gpu = smoe_ctx_gpu(m->ctx) != NULL;
     smoe_job *j = calloc(1, sizeof *j);
-    if (!j) {
-        if (on_gpu) {
-            smoe_err ignored;
-            ops->gpu_poll(m, 1, &ignored);
-        }
-        return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory for a job");
-    }
+    if (!j) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory for a job");
     j->model = m;
-    j->ops = ops;
+    j->rq = *rq;
+    j->rq.key = NULL; /* only the recording reads it, in this call */
+    j->rq.key_size = 0;
+    j->collect = collect;
     j->b = b;
     j->out = out;
-    j->on_gpu = on_gpu;
+    j->on_gpu = m->exec.gpu != NULL;
     atomic_init(&j->done, 0);
-    if (!on_gpu) {
-        smoe_status st = smoe_thread_start(&j->thread, worker, j, err);
-        if (st) {
-            free(j);
-            return st;
-        }
-        j->thread_live = 1;
+    smoe_status st = j->on_gpu ? smoe_executor_submit_async(&m->exec, rq, err) : smoe_thread_start(&j->thread, worker, j, err);
+    if (st) {
+        free(j);
+        return st;
     }
+    j->thread_live = !j->on_gpu;
     m->job = j;
     *job = j;
     return SMOE_OK;
@@ -92,7 +87,7 @@ static smoe_status finish(smoe_job *j, int wait)
     smoe_err err = {{0}};
     smoe_status st = work_done(j, wait, &err);
     if (st == SMOE_NOT_READY) return st;
-    if (!st) st = j->ops->collect(m, j->b, j->out, &err);
+    if (!st) st = j->collect(m, j->b, j->out, &err);
     make_final(j, st);
     return st ? smoe_ctx_error(m->ctx, st, &err) : SMOE_OK;
 }

@@ -1,19 +1,9 @@
 /* Expert-subset inference: the model's setting (smoe_model_set_keep_experts and friends) and the
  * two rules the model kinds apply with it (gradients need all experts; random draws advance per
- * inference call). The layer maths is ops/expert_subset.c. */
+ * inference call). What a kind has to say (its experts, its routing) comes from its table,
+ * m->ops. The layer maths is ops/expert_subset.c. */
 #include "model.h"
 #include "ops/expert_subset.h"
-
-/* Experts per Soft MoE layer of m; 0 when it has none. */
-static int model_experts(const smoe_model *m)
-{
-    if (m->kind == SMOE_MODEL_LAYER) {
-        smoe_layer_shape s;
-        return smoe_layer_get_shape(m, &s) == SMOE_OK ? s.n : 0;
-    }
-    smoe_vit_config c;
-    return smoe_vit_get_config(m, &c) == SMOE_OK && c.moe_count && c.moe_kind == SMOE_MOE_SOFT ? c.experts : 0;
-}
 
 static smoe_status set_keep(smoe_model *m, int k, int renormalize, int random, uint64_t seed)
 {
@@ -25,10 +15,10 @@ static smoe_status set_keep(smoe_model *m, int k, int renormalize, int random, u
     if (m->job)
         return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT,
                              "the model has an unfinished job (smoe_vit_infer_async): wait for it or free it first");
-    int n = model_experts(m);
+    int n = m->ops->soft_experts(m);
     if (k > 0 && !n)
         return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT, "keep %d experts: the model has no Soft MoE layer", k);
-    if (k > 0 && k < n && !smoe_model_soft_routing(m))
+    if (k > 0 && k < n && !m->ops->soft_routing(m))
         return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT,
                              "keep %d experts: experts are scored by their softmax combine weights, but this model's Soft "
                              "MoE layers have a uniform or identity dispatch or combine",

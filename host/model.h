@@ -1,10 +1,13 @@
 /* Models inside the library: what every kind shares (a table of named parameters with their
- * gradients and optimizer moments, arenas per lifetime class), and the entry points of each kind. */
+ * gradients and optimizer moments, arenas per lifetime class, the executor that runs the kind's
+ * ops), and the table of functions through which host/ reaches a kind without knowing it. The
+ * kinds themselves are models/ (the layer, the ViT); nothing here names one. */
 #ifndef SMOE_MODEL_H
 #define SMOE_MODEL_H
 
 #include "context.h"
-#include "cpu/softmoe_cpu.h"
+#include "exec.h"
+#include "layer_types.h"
 #include "memory.h"
 #include "safetensors.h"
 
@@ -17,17 +20,35 @@ typedef struct smoe_param {
     smoe_tensor value, grad, m, v;
 } smoe_param;
 
+/* What a model kind answers (models/: the layer in layer.c, the ViT in vit.c). */
+typedef struct smoe_model_kind_ops {
+    const char *name;      /* its "softmoe.kind" in model files */
+    smoe_model_kind kind;
+    /* Builds the kind's parameter table from a model file f and reads the parameters. */
+    smoe_status (*load)(smoe_model *m, const smoe_st_file *f, smoe_err *err);
+    /* Its metadata entries beyond "softmoe.kind", into meta[0..max-1] (values may point into buf
+     * of size bytes); returns how many. */
+    int (*metadata)(const smoe_model *m, smoe_st_meta *meta, int max, char *buf, size_t size);
+    /* Frees what the kind holds (impl); the shared parts are freed by the caller. */
+    void (*destroy)(smoe_model *m);
+    /* Experts per Soft MoE layer (0: none), and whether those layers take the softmax on both
+     * sides, dispatch and combine (what expert-subset inference scores by). */
+    int (*soft_experts)(const smoe_model *m);
+    int (*soft_routing)(const smoe_model *m);
+} smoe_model_kind_ops;
+
 struct smoe_model {
     smoe_context *ctx;
     smoe_model_kind kind;
+    const smoe_model_kind_ops *ops;
     smoe_param *params;
     int param_count;
     smoe_arena param_arena;  /* parameters */
     smoe_arena grad_arena;   /* their gradients (with the work buffers of a shape) */
     smoe_arena opt_arena;    /* AdamW moments, created by the first training step */
     long step;               /* training steps taken */
-    struct smoe_layer_model *layer;
-    struct smoe_vit *vit;
+    void *impl;              /* the kind's own state */
+    smoe_executor exec;      /* runs the kind's ops; its programs (host/exec.h) */
     struct smoe_job *job;    /* the unfinished asynchronous job, if any (host/job.c) */
     smoe_keep keep;          /* expert-subset inference (host/keep_experts.c); k = 0: all */
     uint32_t keep_calls;     /* inference calls since it was set: the random draws' counter */
@@ -48,9 +69,9 @@ smoe_status smoe_model_check_file(const smoe_model *m, const smoe_st_file *f, in
 /* Reads every parameter of the table from f (checked by smoe_model_check_file; finite). */
 smoe_status smoe_model_read_params(smoe_model *m, const smoe_st_file *f, smoe_err *err);
 
-/* A model of kind with nothing in it yet; smoe_model_finish registers it with the context, or
+/* A model of the kind ops with nothing in it yet; smoe_model_finish registers it with the context, or
  * frees it when st is a failure, and returns st. */
-smoe_status smoe_model_new(smoe_context *ctx, smoe_model_kind kind, smoe_model **out, smoe_err *err);
+smoe_status smoe_model_new(smoe_context *ctx, const smoe_model_kind_ops *ops, smoe_model **out, smoe_err *err);
 smoe_status smoe_model_finish(smoe_model *m, smoe_status st, smoe_model **out, smoe_err *err);
 
 /* Waits for the model's work that a failed fence wait left submitted: until it has ended, reading
@@ -61,37 +82,12 @@ smoe_status smoe_model_settle(smoe_model *m, smoe_err *err);
 /* Fails with SMOE_ERROR_NOT_FINITE naming name[i] at the first NaN or Inf. */
 smoe_status smoe_check_finite(const float *v, size_t n, const char *name, smoe_err *err);
 
-/* The six Soft MoE layer parameters (SPEC section 1) with a name prefix ("blocks.3.moe."). */
-struct smoe_layer_dims;
-struct smoe_layer_tensors;
-smoe_status smoe_layer_add_params(smoe_model *m, const struct smoe_layer_dims *d, const char *prefix, smoe_err *err);
-/* Points a layer op's parameter and gradient tensors at the six table entries from first. */
-void smoe_layer_bind_params(struct smoe_layer_tensors *t, const smoe_model *m, int first);
-/* The names of smoe_mixing values in model files: "soft", "uniform", "identity"; the name's
- * value, or -1 for none of them. */
-const char *smoe_mixing_name(int mixing);
-int smoe_mixing_from_name(const char *name);
-/* Whether m's Soft MoE layers (if any) take the softmax on both sides, dispatch and combine. */
-int smoe_model_soft_routing(const smoe_model *m);
 /* Gradients get their own arena on the first backward pass. */
 smoe_status smoe_model_ensure_grads(smoe_model *m, smoe_err *err);
-
-/* AdamW moments (zero) on first need, and their restoring from a checkpoint (models/train.c). */
-smoe_status smoe_model_ensure_optimizer(smoe_model *m, smoe_err *err);
-smoe_status smoe_model_read_optimizer(smoe_model *m, const smoe_st_file *f, smoe_err *err);
 
 /* Expert-subset inference (host/keep_experts.c): gradient calls fail while the model's setting
  * drops experts; inference calls first write the state of their random draws (if any) into state. */
 smoe_status smoe_model_check_all_experts(const smoe_model *m, smoe_err *err);
 smoe_status smoe_model_keep_state(smoe_model *m, const smoe_tensor *state, smoe_err *err);
-
-/* ViT entry points (models/vit.c). */
-void smoe_vit_metadata(const smoe_model *m, char *json, size_t size);
-/* A layer model's own metadata entries beyond its kind ("softmoe.dispatch" and "softmoe.combine"
- * where they are not soft), into meta[0..1]; returns how many. */
-int smoe_layer_metadata(const smoe_model *m, smoe_st_meta meta[2]);
-smoe_status smoe_vit_load(smoe_model *m, const smoe_st_file *f, smoe_err *err);
-void smoe_vit_destroy(struct smoe_vit *v);
-smoe_status smoe_vit_settle(smoe_model *m, smoe_err *err);
 
 #endif

@@ -1,13 +1,13 @@
-/* Training support shared by every model kind: the learning-rate schedule, AdamW defaults, and
- * saving (atomic) and restoring parameters with optimizer state, so that a resumed run continues
- * exactly where it stopped. */
+/* Training support shared by every model kind: the learning-rate schedule, AdamW defaults and
+ * moments, and saving (atomic; docs/format.md) and restoring parameters with optimizer state, so
+ * that a resumed run continues exactly where it stopped. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "model.h"
+#include "model_kinds.h"
 
 void smoe_train_config_default(smoe_train_config *cfg)
 {
@@ -39,57 +39,97 @@ long smoe_model_train_step_count(const smoe_model *m)
     return m ? m->step : 0;
 }
 
+/* The tensors of a file: each parameter (and with opt its two moments) downloaded into data. */
+typedef struct save_list {
+    int count, per;
+    smoe_st_entry *e;
+    char (*names)[128];
+    float **data;
+} save_list;
+
+static void save_list_free(save_list *l)
+{
+    for (int i = 0; l->data && i < l->count; i++) free(l->data[i]);
+    free(l->data);
+    free(l->names);
+    free(l->e);
+}
+
+/* Entry j = i * per + k: parameter i's value (k 0) or its moments (k 1, 2), downloaded, finite. */
+static smoe_status save_entry(smoe_model *m, save_list *l, int i, int k, const char *path, smoe_err *err)
+{
+    const smoe_param *p = &m->params[i];
+    int j = i * l->per + k;
+    const smoe_tensor *t = k == 0 ? &p->value : k == 1 ? &p->m : &p->v;
+    snprintf(l->names[j], sizeof l->names[j], "%s%s", k == 0 ? "" : k == 1 ? "opt.m." : "opt.v.", p->name);
+    l->data[j] = malloc(p->count * 4);
+    smoe_status st = l->data[j] ? SMOE_OK : smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    if (!st) st = smoe_tensor_download(t, 0, l->data[j], p->count * 4, err);
+    /* never a file that loading would refuse (training that diverged writes nothing) */
+    if (!st && (st = smoe_check_finite(l->data[j], p->count, l->names[j], err))) smoe_fail_prefix(err, st, "not saving %s", path);
+    smoe_st_entry *e = &l->e[j];
+    e->name = l->names[j];
+    e->dtype = SMOE_F32;
+    e->ndim = p->ndim ? p->ndim : 1; /* scalars are stored as [1], like the golden files */
+    if (p->ndim) memcpy(e->shape, p->shape, sizeof p->shape);
+    else e->shape[0] = 1;
+    e->data = l->data[j];
+    return st;
+}
+
+static smoe_status save_tensors(smoe_model *m, save_list *l, int opt, const char *path, smoe_err *err)
+{
+    l->per = opt ? 3 : 1;
+    l->count = m->param_count * l->per;
+    l->e = calloc((size_t)l->count, sizeof *l->e);
+    l->names = calloc((size_t)l->count, sizeof *l->names);
+    l->data = calloc((size_t)l->count, sizeof *l->data);
+    if (!l->e || !l->names || !l->data) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    smoe_status st = smoe_model_settle(m, err);
+    for (int i = 0; i < m->param_count && !st; i++)
+        for (int k = 0; k < l->per && !st; k++) st = save_entry(m, l, i, k, path, err);
+    return st;
+}
+
 smoe_status smoe_model_save(smoe_model *m, const char *path, int with_optimizer)
 {
     if (!m || !path) return m ? smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT, "NULL path") : SMOE_ERROR_INVALID_ARGUMENT;
     smoe_err err = {{0}};
     int opt = with_optimizer && m->opt_arena.committed;
-    int per = opt ? 3 : 1;
-    int count = m->param_count * per;
-    smoe_st_entry *e = calloc((size_t)count, sizeof *e);
-    char (*names)[128] = calloc((size_t)count, sizeof *names);
-    float **data = calloc((size_t)count, sizeof *data);
-    smoe_status st = e && names && data ? SMOE_OK : smoe_fail(&err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    if (!st) st = smoe_model_settle(m, &err);
-    for (int i = 0; i < m->param_count && !st; i++) {
-        const smoe_param *p = &m->params[i];
-        for (int k = 0; k < per && !st; k++) {
-            int j = i * per + k;
-            const smoe_tensor *t = k == 0 ? &p->value : k == 1 ? &p->m : &p->v;
-            snprintf(names[j], sizeof names[j], "%s%s", k == 0 ? "" : k == 1 ? "opt.m." : "opt.v.", p->name);
-            data[j] = malloc(p->count * 4);
-            if (!data[j]) st = smoe_fail(&err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-            if (!st) st = smoe_tensor_download(t, 0, data[j], p->count * 4, &err);
-            /* never a file that loading would refuse (training that diverged writes nothing) */
-            if (!st && (st = smoe_check_finite(data[j], p->count, names[j], &err)))
-                smoe_fail_prefix(&err, st, "not saving %s", path);
-            e[j].name = names[j];
-            e[j].dtype = SMOE_F32;
-            e[j].ndim = p->ndim ? p->ndim : 1; /* scalars are stored as [1], like the golden files */
-            if (p->ndim) memcpy(e[j].shape, p->shape, sizeof p->shape);
-            else e[j].shape[0] = 1;
-            e[j].data = data[j];
-        }
-    }
-    char config[2048] = "", step[32];
-    smoe_st_meta meta[4] = {{"softmoe.kind", m->kind == SMOE_MODEL_VIT ? "vit" : "layer"}, {"softmoe.config", config}};
-    int meta_count = 1;
-    if (m->kind == SMOE_MODEL_VIT) {
-        smoe_vit_metadata(m, config, sizeof config);
-        meta_count = 2;
-    } else {
-        meta_count += smoe_layer_metadata(m, meta + 1);
-    }
+    save_list l = {0};
+    smoe_status st = save_tensors(m, &l, opt, path, &err);
+    char buf[2048] = "", step[32];
+    smoe_st_meta meta[4] = {{"softmoe.kind", (char *)m->ops->name}};
+    int meta_count = 1 + m->ops->metadata(m, meta + 1, 2, buf, sizeof buf);
     if (opt) {
         snprintf(step, sizeof step, "%ld", m->step);
         meta[meta_count++] = (smoe_st_meta){"softmoe.step", step};
     }
-    if (!st) st = smoe_st_write(path, e, count, meta, meta_count, &err);
-    for (int i = 0; data && i < count; i++) free(data[i]);
-    free(data);
-    free(names);
-    free(e);
+    if (!st) st = smoe_st_write(path, l.e, l.count, meta, meta_count, &err);
+    save_list_free(&l);
     return smoe_ctx_error(m->ctx, st, &err);
+}
+
+/* AdamW moments, zero, on the first training step (or as loaded from a checkpoint). */
+smoe_status smoe_model_ensure_optimizer(smoe_model *m, smoe_err *err)
+{
+    if (m->opt_arena.committed) return SMOE_OK;
+    smoe_status st = SMOE_OK;
+    size_t most = smoe_model_largest_param(m);
+    for (int i = 0; i < m->param_count && !st; i++) {
+        st = smoe_arena_reserve(&m->opt_arena, m->params[i].count * 4, &m->params[i].m, err);
+        if (!st) st = smoe_arena_reserve(&m->opt_arena, m->params[i].count * 4, &m->params[i].v, err);
+    }
+    if (!st) st = smoe_arena_commit(&m->opt_arena, err);
+    float *zero = st ? NULL : calloc(most, 4);
+    if (!st && !zero) st = smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    for (int i = 0; i < m->param_count && !st; i++) {
+        st = smoe_tensor_upload(&m->params[i].m, 0, zero, m->params[i].count * 4, err);
+        if (!st) st = smoe_tensor_upload(&m->params[i].v, 0, zero, m->params[i].count * 4, err);
+    }
+    free(zero);
+    if (st) smoe_arena_release(&m->opt_arena);
+    return st;
 }
 
 smoe_status smoe_model_read_optimizer(smoe_model *m, const smoe_st_file *f, smoe_err *err)

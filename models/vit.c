@@ -1,7 +1,7 @@
-/* The Soft MoE ViT (SPEC section 2): configuration, parameters by name, initialisation, and its
- * forward, backward and optimizer step written once as ops (host/ops/ops.h). On the CPU path the
- * ops run at each call; on Vulkan they are recorded once per plan (batch size and mode) into one
- * command buffer that is replayed. */
+/* The Soft MoE ViT kind (docs/format.md): configuration, parameters by name, initialisation, and
+ * its forward, backward and optimizer step written once as ops (host/ops/ops.h), run by the
+ * model's executor (host/exec.h): on the CPU path at each call; on Vulkan recorded once per plan
+ * (batch size) and mode into one command buffer that is replayed. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,15 +10,13 @@
 #include <cjson/cJSON.h>
 
 #include "job.h"
-#include "model.h"
+#include "model_kinds.h"
 #include "ops/expert_subset.h"
-#include "ops/ops.h"
-#include "ops/softmoe_layer.h"
-#include "ops/sparse_moe_layer.h"
 
 #define MAX_DEPTH 64
 
 enum { MODE_INFER = 0, MODE_GRADS = 1, MODE_TRAIN = 2 };
+enum { PLAN_INFER = 0, PLAN_TRAIN = 1 }; /* the executor's plans: the two vit_plan below */
 
 /* Parameter indices of one block; moe is the first of the MoE layer's parameters (six for Soft
  * MoE, five for the sparse kinds), or -1. */
@@ -36,17 +34,14 @@ typedef struct vit_block_act {
 } vit_block_act;
 
 typedef struct vit_plan {
+    int id; /* PLAN_INFER or PLAN_TRAIN */
     int batch, training;
     smoe_arena act;
     smoe_tensor images, labels, patches, x0, lnf, meanf, rstdf, pooled, logits, probs, losses, loss, dlogits;
     /* backward scratch, shared by all blocks */
     smoe_tensor g, tmp, dnorm, dao, dqkv, datt, dpre, dpooled, dlnf, partial, norm2, state;
     vit_block_act blk[MAX_DEPTH];
-    smoe_program prog[3]; /* per mode */
-    int recorded[3];
-    smoe_adamw_cfg recorded_cfg; /* the optimizer settings baked into prog[MODE_TRAIN] */
-    smoe_tensor keep_state;      /* expert-subset inference: the random draws' state */
-    smoe_keep recorded_keep;     /* the expert-subset setting baked into prog[MODE_INFER] */
+    smoe_tensor keep_state; /* expert-subset inference: the random draws' state */
 } vit_plan;
 
 typedef struct smoe_vit smoe_vit;
@@ -59,7 +54,10 @@ struct smoe_vit {
     smoe_layer_dims moe_dims;
     smoe_sparse_dims sparse_dims; /* b and layer are set per plan and block */
     vit_plan infer, train;
+    smoe_adamw_cfg adamw; /* the optimizer settings of the training step being recorded */
 };
+
+static smoe_vit *vit_of(const smoe_model *m) { return m->impl; }
 
 /* ---- Configuration ---- */
 
@@ -176,6 +174,82 @@ static smoe_status check_config(const smoe_vit_config *given, smoe_err *err)
     return SMOE_OK;
 }
 
+/* The integer fields of the config; those marked required must be present. */
+static smoe_status parse_ints(const cJSON *root, smoe_vit_config *c, smoe_err *err)
+{
+    struct { const char *name; int *dst; int required; } f[] = {
+        {"image_size", &c->image_size, 1}, {"patch_size", &c->patch_size, 1}, {"channels", &c->channels, 1},
+        {"dim", &c->dim, 1},               {"depth", &c->depth, 1},           {"heads", &c->heads, 1},
+        {"mlp_dim", &c->mlp_dim, 1},       {"num_classes", &c->num_classes, 1}, {"experts", &c->experts, 0},
+        {"slots_per_expert", &c->slots_per_expert, 0}, {"top_k", &c->top_k, 0}, {"group_size", &c->group_size, 0},
+        {"expert_mlp_dim", &c->expert_mlp_dim, 0},
+    };
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, f[i].name);
+        if (!v) {
+            if (f[i].required) return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: \"%s\" is missing", f[i].name);
+            continue;
+        }
+        double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+        if (!(d == floor(d)) || d < -2e9 || d > 2e9)
+            return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: \"%s\" is not an integer", f[i].name);
+        *f[i].dst = (int)d;
+    }
+    return SMOE_OK;
+}
+
+static smoe_status parse_moe_layers(const cJSON *root, smoe_vit_config *c, smoe_err *err)
+{
+    const cJSON *ml = cJSON_GetObjectItemCaseSensitive(root, "moe_layers");
+    if (!ml) return SMOE_OK;
+    if (!cJSON_IsArray(ml)) return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: \"moe_layers\" is not a list");
+    const cJSON *e;
+    cJSON_ArrayForEach(e, ml)
+    {
+        double d = cJSON_IsNumber(e) ? e->valuedouble : NAN;
+        if (!(d == floor(d)) || d < -1e9 || d > 1e9)
+            return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: moe_layers holds a non-integer");
+        if (c->moe_count >= MAX_DEPTH) return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: too many moe_layers");
+        c->moe_layers[c->moe_count++] = (int)d;
+    }
+    return SMOE_OK;
+}
+
+/* The named settings: moe_kind, dispatch and combine. */
+static smoe_status parse_names(const cJSON *root, smoe_vit_config *c, smoe_err *err)
+{
+    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(root, "moe_kind");
+    if (kind) {
+        c->moe_kind = -1;
+        for (int i = 0; i < 3 && cJSON_IsString(kind); i++)
+            if (!strcmp(kind->valuestring, moe_kind_names[i])) c->moe_kind = i;
+        if (c->moe_kind < 0)
+            return smoe_fail(err, SMOE_ERROR_BAD_FORMAT,
+                             "config: \"moe_kind\" must be \"soft\", \"tokens_choice\" or \"experts_choice\"");
+    }
+    const char *sides[2] = {"dispatch", "combine"};
+    int *side_of[2] = {&c->dispatch, &c->combine};
+    for (int i = 0; i < 2; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, sides[i]);
+        if (!v) continue;
+        *side_of[i] = smoe_mixing_from_name(cJSON_IsString(v) ? v->valuestring : NULL);
+        if (*side_of[i] < 0)
+            return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: \"%s\" must be \"soft\", \"uniform\" or \"identity\"",
+                             sides[i]);
+    }
+    return SMOE_OK;
+}
+
+static smoe_status parse_capacity(const cJSON *root, smoe_vit_config *c, smoe_err *err)
+{
+    const cJSON *cf = cJSON_GetObjectItemCaseSensitive(root, "capacity_factor");
+    if (!cf) return SMOE_OK;
+    if (!cJSON_IsNumber(cf) || !isfinite(cf->valuedouble) || fabs(cf->valuedouble) > 1e9)
+        return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: \"capacity_factor\" is not a number");
+    c->capacity_factor = (float)cf->valuedouble;
+    return SMOE_OK;
+}
+
 static smoe_status parse_config(const char *json, smoe_vit_config *c, smoe_err *err)
 {
     memset(c, 0, sizeof *c);
@@ -184,62 +258,10 @@ static smoe_status parse_config(const char *json, smoe_vit_config *c, smoe_err *
         cJSON_Delete(root);
         return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: not a JSON object");
     }
-    struct { const char *name; int *dst; int required; } f[] = {
-        {"image_size", &c->image_size, 1}, {"patch_size", &c->patch_size, 1}, {"channels", &c->channels, 1},
-        {"dim", &c->dim, 1},               {"depth", &c->depth, 1},           {"heads", &c->heads, 1},
-        {"mlp_dim", &c->mlp_dim, 1},       {"num_classes", &c->num_classes, 1}, {"experts", &c->experts, 0},
-        {"slots_per_expert", &c->slots_per_expert, 0}, {"top_k", &c->top_k, 0}, {"group_size", &c->group_size, 0},
-        {"expert_mlp_dim", &c->expert_mlp_dim, 0},
-    };
-    smoe_status st = SMOE_OK;
-    for (size_t i = 0; i < sizeof f / sizeof f[0] && !st; i++) {
-        cJSON *v = cJSON_GetObjectItemCaseSensitive(root, f[i].name);
-        if (!v) {
-            if (f[i].required) st = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: \"%s\" is missing", f[i].name);
-            continue;
-        }
-        double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
-        if (!(d == floor(d)) || d < -2e9 || d > 2e9)
-            st = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: \"%s\" is not an integer", f[i].name);
-        else *f[i].dst = (int)d;
-    }
-    cJSON *ml = cJSON_GetObjectItemCaseSensitive(root, "moe_layers");
-    if (!st && ml) {
-        if (!cJSON_IsArray(ml)) st = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: \"moe_layers\" is not a list");
-        cJSON *e;
-        cJSON_ArrayForEach(e, ml)
-        {
-            if (st) break;
-            double d = cJSON_IsNumber(e) ? e->valuedouble : NAN;
-            if (!(d == floor(d)) || d < -1e9 || d > 1e9) st = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: moe_layers holds a non-integer");
-            else if (c->moe_count >= MAX_DEPTH) st = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: too many moe_layers");
-            else c->moe_layers[c->moe_count++] = (int)d;
-        }
-    }
-    cJSON *kind = cJSON_GetObjectItemCaseSensitive(root, "moe_kind");
-    if (!st && kind) {
-        c->moe_kind = -1;
-        for (int i = 0; i < 3 && cJSON_IsString(kind); i++)
-            if (!strcmp(kind->valuestring, moe_kind_names[i])) c->moe_kind = i;
-        if (c->moe_kind < 0)
-            st = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: \"moe_kind\" must be \"soft\", \"tokens_choice\" or \"experts_choice\"");
-    }
-    const char *sides[2] = {"dispatch", "combine"};
-    int *side_of[2] = {&c->dispatch, &c->combine};
-    for (int i = 0; i < 2 && !st; i++) {
-        cJSON *v = cJSON_GetObjectItemCaseSensitive(root, sides[i]);
-        if (!v) continue;
-        *side_of[i] = smoe_mixing_from_name(cJSON_IsString(v) ? v->valuestring : NULL);
-        if (*side_of[i] < 0)
-            st = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: \"%s\" must be \"soft\", \"uniform\" or \"identity\"",
-                           sides[i]);
-    }
-    cJSON *cf = cJSON_GetObjectItemCaseSensitive(root, "capacity_factor");
-    if (!st && cf) {
-        if (!cJSON_IsNumber(cf) || !isfinite(cf->valuedouble) || fabs(cf->valuedouble) > 1e9)
-            st = smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "config: \"capacity_factor\" is not a number");
-        else c->capacity_factor = (float)cf->valuedouble;
-    }
+    smoe_status st = parse_ints(root, c, err);
+    if (!st) st = parse_moe_layers(root, c, err);
+    if (!st) st = parse_names(root, c, err);
+    if (!st) st = parse_capacity(root, c, err);
     cJSON_Delete(root);
     if (!st) config_defaults(c);
     if (!st) st = check_config(c, err);
@@ -410,16 +432,19 @@ static smoe_status init_params(smoe_model *m, const smoe_vit *v, uint64_t seed, 
 /* The model's ViT and its parameter table (not yet allocated). */
 static smoe_status new_vit(smoe_model *m, const smoe_vit_config *cfg, smoe_err *err)
 {
-    m->vit = calloc(1, sizeof *m->vit);
-    if (!m->vit) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    m->vit->cfg = *cfg;
-    config_defaults(&m->vit->cfg);
-    smoe_arena_init(&m->vit->infer.act, smoe_ctx_gpu(m->ctx), "activations");
-    smoe_arena_init(&m->vit->train.act, smoe_ctx_gpu(m->ctx), "training activations");
-    return build_params(m, m->vit, err);
+    smoe_vit *v = calloc(1, sizeof *v);
+    if (!v) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    m->impl = v;
+    v->cfg = *cfg;
+    config_defaults(&v->cfg);
+    v->infer.id = PLAN_INFER;
+    v->train.id = PLAN_TRAIN;
+    smoe_arena_init(&v->infer.act, smoe_ctx_gpu(m->ctx), "activations");
+    smoe_arena_init(&v->train.act, smoe_ctx_gpu(m->ctx), "training activations");
+    return build_params(m, v, err);
 }
 
-smoe_status smoe_vit_load(smoe_model *m, const smoe_st_file *f, smoe_err *err)
+static smoe_status vit_load(smoe_model *m, const smoe_st_file *f, smoe_err *err)
 {
     const char *json = smoe_st_get_meta(f, "softmoe.config");
     if (!json) return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "a ViT file needs \"softmoe.config\" in its metadata");
@@ -444,53 +469,64 @@ smoe_status smoe_vit_create(smoe_context *ctx, const smoe_vit_config *config, ui
     smoe_status st = check_config(config, &err);
     if (st) return smoe_ctx_error(ctx, st, &err);
     smoe_model *m;
-    st = smoe_model_new(ctx, SMOE_MODEL_VIT, &m, &err);
+    st = smoe_model_new(ctx, &smoe_vit_kind, &m, &err);
     if (st) return smoe_ctx_error(ctx, st, &err);
     st = new_vit(m, config, &err);
     if (!st) st = smoe_model_commit_params(m, &err);
-    if (!st) st = init_params(m, m->vit, seed, &err);
+    if (!st) st = init_params(m, vit_of(m), seed, &err);
     return smoe_ctx_error(ctx, smoe_model_finish(m, st, out, &err), &err);
 }
 
 smoe_status smoe_vit_get_config(const smoe_model *m, smoe_vit_config *config)
 {
     if (!m || !config || m->kind != SMOE_MODEL_VIT) return SMOE_ERROR_INVALID_ARGUMENT;
-    *config = m->vit->cfg;
+    *config = vit_of(m)->cfg;
     return SMOE_OK;
 }
 
-void smoe_vit_metadata(const smoe_model *m, char *json, size_t size)
+/* "softmoe.config": the configuration as JSON, in buf. */
+static int vit_metadata(const smoe_model *m, smoe_st_meta *meta, int max, char *buf, size_t size)
 {
-    config_json(&m->vit->cfg, json, size);
+    if (max < 1) return 0;
+    config_json(&vit_of(m)->cfg, buf, size);
+    meta[0] = (smoe_st_meta){"softmoe.config", buf};
+    return 1;
 }
 
 /* ---- Plans: the activations of one batch size, and their recorded programs ---- */
 
-static void plan_release(vit_plan *p)
+static void plan_release(smoe_model *m, vit_plan *p)
 {
-    for (int i = 0; i < 3; i++) {
-        smoe_program_destroy(&p->prog[i]);
-        p->recorded[i] = 0;
-    }
+    smoe_executor_forget_plan(&m->exec, p->id);
     smoe_arena_release(&p->act);
     p->batch = 0;
 }
 
-smoe_status smoe_vit_settle(smoe_model *m, smoe_err *err)
+static void vit_destroy(smoe_model *m)
 {
-    vit_plan *plans[2] = {&m->vit->infer, &m->vit->train};
-    smoe_status st = SMOE_OK;
-    for (int i = 0; i < 2 && !st; i++)
-        for (int mode = 0; mode < 3 && !st; mode++) st = smoe_program_wait(&plans[i]->prog[mode], err);
-    return st;
+    smoe_vit *v = vit_of(m);
+    if (!v) return;
+    plan_release(m, &v->infer);
+    plan_release(m, &v->train);
+    free(v);
+    m->impl = NULL;
 }
 
-void smoe_vit_destroy(smoe_vit *v)
+static int vit_soft_experts(const smoe_model *m)
 {
-    plan_release(&v->infer);
-    plan_release(&v->train);
-    free(v);
+    const smoe_vit_config *c = &vit_of(m)->cfg;
+    return c->moe_count && c->moe_kind == SMOE_MOE_SOFT ? c->experts : 0;
 }
+
+static int vit_soft_routing(const smoe_model *m)
+{
+    const smoe_vit_config *c = &vit_of(m)->cfg;
+    return c->dispatch == SMOE_MIX_SOFT && c->combine == SMOE_MIX_SOFT;
+}
+
+const smoe_model_kind_ops smoe_vit_kind = {
+    "vit", SMOE_MODEL_VIT, vit_load, vit_metadata, vit_destroy, vit_soft_experts, vit_soft_routing,
+};
 
 /* The sparse MoE layer of block i for a batch of B images. */
 static smoe_sparse_dims sparse_dims_of(const smoe_vit *v, int B, int i)
@@ -503,55 +539,95 @@ static smoe_sparse_dims sparse_dims_of(const smoe_vit *v, int B, int i)
 
 static int is_sparse(const smoe_vit *v) { return v->cfg.moe_kind != SMOE_MOE_SOFT; }
 
-static smoe_status plan_reserve(smoe_model *m, vit_plan *p, int B, int training, smoe_err *err)
-{
-    smoe_vit *v = m->vit;
-    const smoe_vit_config *c = &v->cfg;
-    smoe_arena *a = &p->act;
-    uint64_t BT = (uint64_t)B * v->T, D = (uint64_t)c->dim, H = (uint64_t)c->heads, T = (uint64_t)v->T;
-    smoe_status st = SMOE_OK;
 #define R(t, floats)                                                                                                 \
     do {                                                                                                             \
         if (!st) st = smoe_arena_reserve(a, (uint64_t)(floats) * 4, &(t), err);                                      \
     } while (0)
+
+/* Block i's activations and its layer's workspace for a batch of B. */
+static smoe_status reserve_block(smoe_model *m, vit_plan *p, int i, int B, int training, smoe_err *err)
+{
+    smoe_vit *v = vit_of(m);
+    const smoe_vit_config *c = &v->cfg;
+    smoe_arena *a = &p->act;
+    uint64_t BT = (uint64_t)B * v->T, D = (uint64_t)c->dim, H = (uint64_t)c->heads, T = (uint64_t)v->T;
+    vit_block_act *b = &p->blk[i];
+    smoe_status st = SMOE_OK;
+    R(b->ln1, BT * D);
+    R(b->mean1, BT);
+    R(b->rstd1, BT);
+    R(b->qkv, BT * 3 * D);
+    R(b->att, (uint64_t)B * H * T * T);
+    R(b->attn_out, BT * D);
+    R(b->x_mid, BT * D);
+    R(b->ln2, BT * D);
+    R(b->mean2, BT);
+    R(b->rstd2, BT);
+    R(b->x_out, BT * D);
+    if (v->is_moe[i] && is_sparse(v)) {
+        memset(&b->sparse, 0, sizeof b->sparse);
+        smoe_sparse_bind_params(&b->sparse, m, v->blk[i].moe);
+        b->sparse.x = b->ln2;
+        b->sparse.y = b->x_out;
+        smoe_sparse_dims sd = sparse_dims_of(v, B, i);
+        if (!st) st = smoe_sparse_reserve(&b->sparse, &sd, a, training, err);
+    } else if (v->is_moe[i]) {
+        memset(&b->moe, 0, sizeof b->moe);
+        smoe_layer_bind_params(&b->moe, m, v->blk[i].moe);
+        b->moe.x = b->ln2;
+        b->moe.y = b->x_out;
+        b->moe.keep_state = p->keep_state;
+        smoe_layer_dims md = v->moe_dims;
+        md.b = B;
+        if (!st) st = smoe_layer_reserve(&b->moe, &md, a, training, err);
+    } else {
+        R(b->pre, BT * c->mlp_dim);
+    }
+    return st;
+}
+
+/* Training's scratch, shared by every block, and the partial sums of the gradients' norm. */
+static smoe_status reserve_backward(smoe_model *m, vit_plan *p, int B, smoe_err *err)
+{
+    smoe_vit *v = vit_of(m);
+    const smoe_vit_config *c = &v->cfg;
+    smoe_arena *a = &p->act;
+    uint64_t BT = (uint64_t)B * v->T, D = (uint64_t)c->dim, H = (uint64_t)c->heads, T = (uint64_t)v->T;
+    smoe_status st = SMOE_OK;
+    R(p->dlogits, (uint64_t)B * c->num_classes);
+    R(p->g, BT * D);
+    R(p->tmp, BT * D);
+    R(p->dnorm, BT * D);
+    R(p->dao, BT * D);
+    R(p->dqkv, BT * 3 * D);
+    R(p->datt, (uint64_t)B * H * T * T);
+    R(p->dpre, BT * c->mlp_dim);
+    R(p->dpooled, (uint64_t)B * D);
+    R(p->dlnf, BT * D);
+    R(p->norm2, 1);
+    R(p->state, 2);
+    if (st) return st;
+    smoe_tensor *grads = malloc((size_t)m->param_count * sizeof *grads);
+    if (!grads) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
+    for (int i = 0; i < m->param_count; i++) grads[i] = m->params[i].grad;
+    size_t scratch = smoe_op_sum_squares_scratch(m->param_count, grads);
+    free(grads);
+    return smoe_arena_reserve(a, scratch * 4, &p->partial, err);
+}
+
+static smoe_status plan_reserve(smoe_model *m, vit_plan *p, int B, int training, smoe_err *err)
+{
+    smoe_vit *v = vit_of(m);
+    const smoe_vit_config *c = &v->cfg;
+    smoe_arena *a = &p->act;
+    uint64_t BT = (uint64_t)B * v->T, D = (uint64_t)c->dim;
+    smoe_status st = SMOE_OK;
     R(p->images, (uint64_t)B * c->channels * c->image_size * c->image_size);
     R(p->labels, B);
     R(p->patches, BT * v->PC);
     R(p->x0, BT * D);
     R(p->keep_state, SMOE_KEEP_STATE_WORDS); /* before the blocks: they point at it */
-    smoe_layer_dims md = v->moe_dims;
-    md.b = B;
-    for (int i = 0; i < c->depth; i++) {
-        vit_block_act *b = &p->blk[i];
-        R(b->ln1, BT * D);
-        R(b->mean1, BT);
-        R(b->rstd1, BT);
-        R(b->qkv, BT * 3 * D);
-        R(b->att, (uint64_t)B * H * T * T);
-        R(b->attn_out, BT * D);
-        R(b->x_mid, BT * D);
-        R(b->ln2, BT * D);
-        R(b->mean2, BT);
-        R(b->rstd2, BT);
-        R(b->x_out, BT * D);
-        if (v->is_moe[i] && is_sparse(v)) {
-            memset(&b->sparse, 0, sizeof b->sparse);
-            smoe_sparse_bind_params(&b->sparse, m, v->blk[i].moe);
-            b->sparse.x = b->ln2;
-            b->sparse.y = b->x_out;
-            smoe_sparse_dims sd = sparse_dims_of(v, B, i);
-            if (!st) st = smoe_sparse_reserve(&b->sparse, &sd, a, training, err);
-        } else if (v->is_moe[i]) {
-            memset(&b->moe, 0, sizeof b->moe);
-            smoe_layer_bind_params(&b->moe, m, v->blk[i].moe);
-            b->moe.x = b->ln2;
-            b->moe.y = b->x_out;
-            b->moe.keep_state = p->keep_state;
-            if (!st) st = smoe_layer_reserve(&b->moe, &md, a, training, err);
-        } else {
-            R(b->pre, BT * c->mlp_dim);
-        }
-    }
+    for (int i = 0; i < c->depth && !st; i++) st = reserve_block(m, p, i, B, training, err);
     R(p->lnf, BT * D);
     R(p->meanf, BT);
     R(p->rstdf, BT);
@@ -560,29 +636,7 @@ static smoe_status plan_reserve(smoe_model *m, vit_plan *p, int B, int training,
     R(p->probs, (uint64_t)B * c->num_classes);
     R(p->losses, B);
     R(p->loss, 1);
-    if (training) {
-        R(p->dlogits, (uint64_t)B * c->num_classes);
-        R(p->g, BT * D);
-        R(p->tmp, BT * D);
-        R(p->dnorm, BT * D);
-        R(p->dao, BT * D);
-        R(p->dqkv, BT * 3 * D);
-        R(p->datt, (uint64_t)B * H * T * T);
-        R(p->dpre, BT * c->mlp_dim);
-        R(p->dpooled, (uint64_t)B * D);
-        R(p->dlnf, BT * D);
-        R(p->norm2, 1);
-        R(p->state, 2);
-    }
-#undef R
-    if (training && !st) {
-        smoe_tensor *grads = malloc((size_t)m->param_count * sizeof *grads);
-        if (!grads) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-        for (int i = 0; i < m->param_count; i++) grads[i] = m->params[i].grad;
-        size_t scratch = smoe_op_sum_squares_scratch(m->param_count, grads);
-        free(grads);
-        st = smoe_arena_reserve(a, scratch * 4, &p->partial, err);
-    }
+    if (training && !st) st = reserve_backward(m, p, B, err);
     /* The MoE blocks' backward reads dy from g and writes dx to dnorm; the sparse routers' noise
      * counts the steps of the optimizer state. */
     for (int i = 0; i < c->depth && training; i++)
@@ -595,6 +649,8 @@ static smoe_status plan_reserve(smoe_model *m, vit_plan *p, int B, int training,
     return st;
 }
 
+#undef R
+
 /* ---- The model as ops ---- */
 
 /* The sparse layers' pass of a mode: deterministic routing unless training. */
@@ -606,9 +662,53 @@ static int route_mode(int mode)
 #define T_(i) (&m->params[(i)].value)
 #define G_(i) (&m->params[(i)].grad)
 
+/* The MoE or MLP half of block i: x_out = F(ln2). */
+static smoe_status block_ffn_forward(smoe_exec *ex, smoe_model *m, vit_plan *p, int mode, int i, smoe_err *err)
+{
+    smoe_vit *v = vit_of(m);
+    const smoe_vit_config *c = &v->cfg;
+    const vit_block_params *bp = &v->blk[i];
+    vit_block_act *b = &p->blk[i];
+    int BT = p->batch * v->T;
+    if (v->is_moe[i] && is_sparse(v)) {
+        smoe_sparse_dims sd = sparse_dims_of(v, p->batch, i);
+        return smoe_op_sparse_forward(ex, &b->sparse, &sd, route_mode(mode), err);
+    }
+    if (v->is_moe[i]) {
+        smoe_layer_dims md = v->moe_dims;
+        md.b = p->batch;
+        if (mode == MODE_INFER) return smoe_op_softmoe_forward_keep(ex, &b->moe, &md, &m->keep, (uint32_t)i, err);
+        return smoe_op_softmoe_forward(ex, &b->moe, &md, err);
+    }
+    return smoe_op_mlp_forward(ex, BT, c->dim, c->mlp_dim, &b->ln2, T_(bp->fc1_w), T_(bp->fc1_b), T_(bp->fc2_w),
+                               T_(bp->fc2_b), &b->pre, &b->x_out, err);
+}
+
+/* Block i on its input x: x_mid = x + attention(norm1(x)), x_out = x_mid + F(norm2(x_mid)). */
+static smoe_status block_forward(smoe_exec *ex, smoe_model *m, vit_plan *p, int mode, int i, const smoe_tensor *x,
+                                 smoe_err *err)
+{
+    smoe_vit *v = vit_of(m);
+    const smoe_vit_config *c = &v->cfg;
+    const vit_block_params *bp = &v->blk[i];
+    vit_block_act *b = &p->blk[i];
+    int B = p->batch, T = v->T, D = c->dim, BT = B * T;
+    smoe_status st = smoe_op_layernorm_forward(ex, BT, D, x, T_(bp->norm1_w), T_(bp->norm1_b), &b->ln1, &b->mean1, &b->rstd1, err);
+    if (!st) st = smoe_op_linear_forward(ex, BT, D, 3 * D, &b->ln1, T_(bp->qkv_w), T_(bp->qkv_b), &b->qkv, err);
+    if (!st) st = smoe_op_attention_forward(ex, B, T, D, c->heads, &b->qkv, &b->att, &b->attn_out, err);
+    if (!st) st = smoe_op_linear_forward(ex, BT, D, D, &b->attn_out, T_(bp->proj_w), T_(bp->proj_b), &b->x_mid, err);
+    if (!st) st = smoe_op_add(ex, (size_t)BT * D, x, &b->x_mid, err);
+    if (!st)
+        st = smoe_op_layernorm_forward(ex, BT, D, &b->x_mid, T_(bp->norm2_w), T_(bp->norm2_b), &b->ln2, &b->mean2, &b->rstd2,
+                                       err);
+    if (!st) st = block_ffn_forward(ex, m, p, mode, i, err);
+    if (!st) st = smoe_op_add(ex, (size_t)BT * D, &b->x_mid, &b->x_out, err);
+    return st;
+}
+
 static smoe_status forward_ops(smoe_exec *ex, smoe_model *m, vit_plan *p, int mode, smoe_err *err)
 {
-    smoe_vit *v = m->vit;
+    smoe_vit *v = vit_of(m);
     const smoe_vit_config *c = &v->cfg;
     int B = p->batch, T = v->T, D = c->dim, BT = B * T;
     smoe_status st = SMOE_OK;
@@ -616,32 +716,9 @@ static smoe_status forward_ops(smoe_exec *ex, smoe_model *m, vit_plan *p, int mo
     if (!st) st = smoe_op_linear_forward(ex, BT, v->PC, D, &p->patches, T_(v->patch_w), T_(v->patch_b), &p->x0, err);
     if (!st) st = smoe_op_add_broadcast(ex, B, (size_t)T * D, T_(v->pos), &p->x0, err);
     const smoe_tensor *x = &p->x0;
-    smoe_layer_dims md = v->moe_dims;
-    md.b = B;
     for (int i = 0; i < c->depth && !st; i++) {
-        const vit_block_params *bp = &v->blk[i];
-        vit_block_act *b = &p->blk[i];
-        st = smoe_op_layernorm_forward(ex, BT, D, x, T_(bp->norm1_w), T_(bp->norm1_b), &b->ln1, &b->mean1, &b->rstd1, err);
-        if (!st) st = smoe_op_linear_forward(ex, BT, D, 3 * D, &b->ln1, T_(bp->qkv_w), T_(bp->qkv_b), &b->qkv, err);
-        if (!st) st = smoe_op_attention_forward(ex, B, T, D, c->heads, &b->qkv, &b->att, &b->attn_out, err);
-        if (!st) st = smoe_op_linear_forward(ex, BT, D, D, &b->attn_out, T_(bp->proj_w), T_(bp->proj_b), &b->x_mid, err);
-        if (!st) st = smoe_op_add(ex, (size_t)BT * D, x, &b->x_mid, err);
-        if (!st)
-            st = smoe_op_layernorm_forward(ex, BT, D, &b->x_mid, T_(bp->norm2_w), T_(bp->norm2_b), &b->ln2, &b->mean2, &b->rstd2,
-                                           err);
-        if (v->is_moe[i] && is_sparse(v)) {
-            smoe_sparse_dims sd = sparse_dims_of(v, B, i);
-            if (!st) st = smoe_op_sparse_forward(ex, &b->sparse, &sd, route_mode(mode), err);
-        } else if (v->is_moe[i]) {
-            if (!st && mode == MODE_INFER) st = smoe_op_softmoe_forward_keep(ex, &b->moe, &md, &m->keep, (uint32_t)i, err);
-            else if (!st) st = smoe_op_softmoe_forward(ex, &b->moe, &md, err);
-        } else {
-            if (!st)
-                st = smoe_op_mlp_forward(ex, BT, D, c->mlp_dim, &b->ln2, T_(bp->fc1_w), T_(bp->fc1_b), T_(bp->fc2_w),
-                                         T_(bp->fc2_b), &b->pre, &b->x_out, err);
-        }
-        if (!st) st = smoe_op_add(ex, (size_t)BT * D, &b->x_mid, &b->x_out, err);
-        x = &b->x_out;
+        st = block_forward(ex, m, p, mode, i, x, err);
+        x = &p->blk[i].x_out;
     }
     if (!st) st = smoe_op_layernorm_forward(ex, BT, D, x, T_(v->norm_w), T_(v->norm_b), &p->lnf, &p->meanf, &p->rstdf, err);
     if (!st) st = smoe_op_meanpool_forward(ex, B, T, D, &p->lnf, &p->pooled, err);
@@ -657,7 +734,7 @@ static smoe_status forward_ops(smoe_exec *ex, smoe_model *m, vit_plan *p, int mo
 
 static smoe_status backward_ops(smoe_exec *ex, smoe_model *m, vit_plan *p, int mode, smoe_err *err)
 {
-    smoe_vit *v = m->vit;
+    smoe_vit *v = vit_of(m);
     const smoe_vit_config *c = &v->cfg;
     int B = p->batch, T = v->T, D = c->dim, BT = B * T;
     size_t n = (size_t)BT * D;
@@ -710,7 +787,9 @@ static smoe_status backward_ops(smoe_exec *ex, smoe_model *m, vit_plan *p, int m
     return st;
 }
 
-static smoe_status optimizer_ops(smoe_exec *ex, smoe_model *m, vit_plan *p, const smoe_train_config *cfg, smoe_err *err)
+/* cfg: the step's settings, with wd the weight decay and lr_mult the scales' learning-rate factor
+ * (0: none); per tensor, wd applies where it decays and lr_mult to the MoE scales. */
+static smoe_status optimizer_ops(smoe_exec *ex, smoe_model *m, vit_plan *p, const smoe_adamw_cfg *cfg, smoe_err *err)
 {
     smoe_tensor *grads = malloc((size_t)m->param_count * sizeof *grads);
     if (!grads) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
@@ -721,8 +800,8 @@ static smoe_status optimizer_ops(smoe_exec *ex, smoe_model *m, vit_plan *p, cons
         smoe_param *q = &m->params[i];
         size_t len = strlen(q->name);
         int is_scale = len >= 9 && !strcmp(q->name + len - 9, "moe.scale");
-        smoe_adamw_cfg a = {cfg->beta1, cfg->beta2, cfg->eps, q->decay ? cfg->weight_decay : 0.0f, cfg->clip_norm,
-                            is_scale && cfg->scale_lr_mult > 0 ? cfg->scale_lr_mult : 1.0f};
+        smoe_adamw_cfg a = {cfg->beta1, cfg->beta2, cfg->eps, q->decay ? cfg->wd : 0.0f, cfg->max_norm,
+                            is_scale && cfg->lr_mult > 0 ? cfg->lr_mult : 1.0f};
         st = smoe_op_adamw(ex, q->count, &q->value, &q->grad, &q->m, &q->v, &p->state, &p->norm2, &a, err);
     }
     return st;
@@ -731,61 +810,56 @@ static smoe_status optimizer_ops(smoe_exec *ex, smoe_model *m, vit_plan *p, cons
 #undef T_
 #undef G_
 
-/* The ops of a mode on plan p: run now on the CPU path, or recorded into the plan's program of
- * that mode on Vulkan (the first time; later calls find it recorded). */
-static smoe_status run_or_record(smoe_model *m, vit_plan *p, int mode, const smoe_train_config *cfg, smoe_err *err)
+/* The ops of a request: the plan's forward, then per mode its backward and optimizer step. */
+static smoe_status vit_ops(smoe_exec *ex, const smoe_exec_request *rq, smoe_err *err)
 {
-    smoe_gpu *gpu = p->act.gpu;
-    smoe_exec ex = {gpu, NULL};
-    if (gpu && p->recorded[mode]) return SMOE_OK;
-    smoe_status st = SMOE_OK;
-    if (gpu) {
-        st = smoe_program_begin(gpu, &p->prog[mode], err);
-        ex.prog = &p->prog[mode];
+    smoe_model *m = rq->user;
+    vit_plan *p = rq->plan == PLAN_INFER ? &vit_of(m)->infer : &vit_of(m)->train;
+    smoe_status st = forward_ops(ex, m, p, rq->mode, err);
+    if (!st && rq->mode != MODE_INFER) st = backward_ops(ex, m, p, rq->mode, err);
+    if (!st && rq->mode == MODE_TRAIN) st = optimizer_ops(ex, m, p, &vit_of(m)->adamw, err);
+    return st;
+}
+
+/* The request of a mode on plan p. What is recorded besides the plan and mode: the expert-subset
+ * setting (inference) and the optimizer's constants (training step), in key. */
+static smoe_exec_request request(smoe_model *m, const vit_plan *p, int mode, smoe_keep_key *key)
+{
+    smoe_exec_request rq = {p->id, mode, NULL, 0, vit_ops, m};
+    if (mode == MODE_INFER) {
+        *key = smoe_keep_program_key(&m->keep);
+        rq.key = key;
+        rq.key_size = sizeof *key;
+    } else if (mode == MODE_TRAIN) {
+        rq.key = &vit_of(m)->adamw;
+        rq.key_size = sizeof vit_of(m)->adamw;
     }
-    if (!st) st = forward_ops(&ex, m, p, mode, err);
-    if (!st && mode != MODE_INFER) st = backward_ops(&ex, m, p, mode, err);
-    if (!st && mode == MODE_TRAIN) st = optimizer_ops(&ex, m, p, cfg, err);
-    if (!gpu) return st;
-    if (!st) st = smoe_program_end(&p->prog[mode], err);
-    if (st) {
-        smoe_program_destroy(&p->prog[mode]);
-        return st;
-    }
-    p->recorded[mode] = 1;
-    return SMOE_OK;
+    return rq;
 }
 
 /* Runs the ops of a mode on plan p to completion. *started becomes 1 once the work is sure to
  * run (the CPU path: it ran; Vulkan: it was submitted), even when waiting for it then fails. */
-static smoe_status execute(smoe_model *m, vit_plan *p, int mode, const smoe_train_config *cfg, int *started,
-                           smoe_err *err)
+static smoe_status execute(smoe_model *m, vit_plan *p, int mode, int *started, smoe_err *err)
 {
-    smoe_status st = run_or_record(m, p, mode, cfg, err);
-    if (!p->act.gpu || st) {
-        *started = !st;
-        return st;
-    }
-    st = smoe_program_submit(&p->prog[mode], err);
-    if (st) return st;
-    *started = 1;
-    return smoe_program_wait(&p->prog[mode], err);
+    smoe_keep_key key;
+    smoe_exec_request rq = request(m, p, mode, &key);
+    return smoe_executor_run(&m->exec, &rq, started, err);
 }
 
 static smoe_status ensure_plan(smoe_model *m, vit_plan *p, int B, int training, smoe_err *err)
 {
     if (p->batch == B && p->act.committed) return SMOE_OK;
     /* smaller batches are padded, unless routing groups span images (the padding would compete) */
-    const smoe_vit_config *c = &m->vit->cfg;
-    int spans = c->moe_count && is_sparse(m->vit) && c->group_size && m->vit->T % c->group_size;
+    const smoe_vit_config *c = &vit_of(m)->cfg;
+    int spans = c->moe_count && is_sparse(vit_of(m)) && c->group_size && vit_of(m)->T % c->group_size;
     if (!training && p->batch >= B && p->act.committed && !spans) return SMOE_OK;
-    plan_release(p);
+    plan_release(m, p);
     smoe_status st = training ? smoe_model_ensure_grads(m, err) : SMOE_OK;
     p->batch = B;
     p->training = training;
     if (!st) st = plan_reserve(m, p, B, training, err);
     if (st) {
-        plan_release(p);
+        plan_release(m, p);
         return smoe_fail_prefix(err, st, "a batch of %d images", B);
     }
     return SMOE_OK;
@@ -794,7 +868,7 @@ static smoe_status ensure_plan(smoe_model *m, vit_plan *p, int B, int training, 
 /* Uploads images (b of them; the rest of the plan's batch is zero) and labels. */
 static smoe_status upload_batch(smoe_model *m, vit_plan *p, int b, const float *images, const int32_t *labels, smoe_err *err)
 {
-    const smoe_vit_config *c = &m->vit->cfg;
+    const smoe_vit_config *c = &vit_of(m)->cfg;
     size_t per = (size_t)c->channels * c->image_size * c->image_size;
     smoe_status st = smoe_check_finite(images, per * (size_t)b, "images", err);
     if (!st && labels)
@@ -813,15 +887,9 @@ static smoe_status upload_batch(smoe_model *m, vit_plan *p, int b, const float *
     return st;
 }
 
-/* Before an inference on plan p: the recorded program is dropped if it was recorded with another
- * expert-subset setting, and the random draws' state of this call is written. */
+/* Before an inference on plan p: the random draws' state of this call. */
 static smoe_status prepare_infer(smoe_model *m, vit_plan *p, smoe_err *err)
 {
-    if (p->recorded[MODE_INFER] && !smoe_keep_same_program(&p->recorded_keep, &m->keep)) {
-        smoe_program_destroy(&p->prog[MODE_INFER]);
-        p->recorded[MODE_INFER] = 0;
-    }
-    p->recorded_keep = m->keep;
     return smoe_model_keep_state(m, &p->keep_state, err);
 }
 
@@ -843,14 +911,14 @@ smoe_status smoe_vit_infer(smoe_model *m, int b, const float *images, float *log
     if (st) return st;
     if (!logits) return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT, "logits must not be NULL");
     smoe_err err = {{0}};
-    vit_plan *p = &m->vit->infer;
-    st = smoe_vit_settle(m, &err);
+    vit_plan *p = &vit_of(m)->infer;
+    st = smoe_model_settle(m, &err);
     if (!st) st = ensure_plan(m, p, b, 0, &err);
     if (!st) st = upload_batch(m, p, b, images, NULL, &err);
     if (!st) st = prepare_infer(m, p, &err);
     int started = 0;
-    if (!st) st = execute(m, p, MODE_INFER, NULL, &started, &err);
-    if (!st) st = smoe_tensor_download(&p->logits, 0, logits, (size_t)b * m->vit->cfg.num_classes * 4, &err);
+    if (!st) st = execute(m, p, MODE_INFER, &started, &err);
+    if (!st) st = smoe_tensor_download(&p->logits, 0, logits, (size_t)b * vit_of(m)->cfg.num_classes * 4, &err);
     return smoe_ctx_error(m->ctx, st, &err);
 }
 
@@ -861,38 +929,16 @@ smoe_status smoe_vit_loss_grads(smoe_model *m, int b, const float *images, const
     if (st) return st;
     if (!labels || !loss) return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT, "labels and loss must not be NULL");
     smoe_err err = {{0}};
-    vit_plan *p = &m->vit->train;
+    vit_plan *p = &vit_of(m)->train;
     st = smoe_model_check_all_experts(m, &err);
-    if (!st) st = smoe_vit_settle(m, &err);
+    if (!st) st = smoe_model_settle(m, &err);
     if (!st) st = ensure_plan(m, p, b, 1, &err);
     if (!st) st = upload_batch(m, p, b, images, labels, &err);
     int started = 0;
-    if (!st) st = execute(m, p, MODE_GRADS, NULL, &started, &err);
+    if (!st) st = execute(m, p, MODE_GRADS, &started, &err);
     if (!st) st = smoe_tensor_download(&p->loss, 0, loss, 4, &err);
-    if (!st && logits) st = smoe_tensor_download(&p->logits, 0, logits, (size_t)b * m->vit->cfg.num_classes * 4, &err);
+    if (!st && logits) st = smoe_tensor_download(&p->logits, 0, logits, (size_t)b * vit_of(m)->cfg.num_classes * 4, &err);
     return smoe_ctx_error(m->ctx, st, &err);
-}
-
-/* AdamW moments, zero, on the first training step (or as loaded from a checkpoint). */
-smoe_status smoe_model_ensure_optimizer(smoe_model *m, smoe_err *err)
-{
-    if (m->opt_arena.committed) return SMOE_OK;
-    smoe_status st = SMOE_OK;
-    size_t most = smoe_model_largest_param(m);
-    for (int i = 0; i < m->param_count && !st; i++) {
-        st = smoe_arena_reserve(&m->opt_arena, m->params[i].count * 4, &m->params[i].m, err);
-        if (!st) st = smoe_arena_reserve(&m->opt_arena, m->params[i].count * 4, &m->params[i].v, err);
-    }
-    if (!st) st = smoe_arena_commit(&m->opt_arena, err);
-    float *zero = st ? NULL : calloc(most, 4);
-    if (!st && !zero) st = smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory");
-    for (int i = 0; i < m->param_count && !st; i++) {
-        st = smoe_tensor_upload(&m->params[i].m, 0, zero, m->params[i].count * 4, err);
-        if (!st) st = smoe_tensor_upload(&m->params[i].v, 0, zero, m->params[i].count * 4, err);
-    }
-    free(zero);
-    if (st) smoe_arena_release(&m->opt_arena);
-    return st;
 }
 
 smoe_status smoe_vit_train_step(smoe_model *m, const smoe_train_config *cfg, int b, const float *images,
@@ -902,67 +948,50 @@ smoe_status smoe_vit_train_step(smoe_model *m, const smoe_train_config *cfg, int
     if (st) return st;
     if (!cfg || !labels || !loss) return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT, "cfg, labels and loss must not be NULL");
     smoe_err err = {{0}};
-    vit_plan *p = &m->vit->train;
+    vit_plan *p = &vit_of(m)->train;
     st = smoe_model_check_all_experts(m, &err);
-    if (!st) st = smoe_vit_settle(m, &err);
+    if (!st) st = smoe_model_settle(m, &err);
     if (!st) st = smoe_model_ensure_grads(m, &err);
     if (!st) st = smoe_model_ensure_optimizer(m, &err);
     if (!st) st = ensure_plan(m, p, b, 1, &err);
     if (!st) st = upload_batch(m, p, b, images, labels, &err);
     float state[2] = {(float)(m->step + 1), smoe_train_lr(cfg, m->step + 1)};
     if (!st) st = smoe_tensor_upload(&p->state, 0, state, sizeof state, &err);
-    /* The optimizer's constants are recorded into the program: new ones need a new recording. */
-    smoe_adamw_cfg now = {cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay, cfg->clip_norm, cfg->scale_lr_mult};
-    if (p->recorded[MODE_TRAIN] && memcmp(&now, &p->recorded_cfg, sizeof now)) {
-        smoe_program_destroy(&p->prog[MODE_TRAIN]);
-        p->recorded[MODE_TRAIN] = 0;
-    }
-    p->recorded_cfg = now;
+    /* The optimizer's constants are recorded into the program (the request's key): new ones
+     * need a new recording. */
+    vit_of(m)->adamw = (smoe_adamw_cfg){cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay, cfg->clip_norm, cfg->scale_lr_mult};
     int started = 0;
-    if (!st) st = execute(m, p, MODE_TRAIN, cfg, &started, &err);
+    if (!st) st = execute(m, p, MODE_TRAIN, &started, &err);
     /* Work that was submitted updates the parameters and moments whatever happens next, so the
      * step counts from then on: the model stays consistent, only the loss may be missing. */
     if (started) m->step++;
     if (!st) st = smoe_tensor_download(&p->loss, 0, loss, 4, &err);
-    if (!st && logits) st = smoe_tensor_download(&p->logits, 0, logits, (size_t)b * m->vit->cfg.num_classes * 4, &err);
+    if (!st && logits) st = smoe_tensor_download(&p->logits, 0, logits, (size_t)b * vit_of(m)->cfg.num_classes * 4, &err);
     return smoe_ctx_error(m->ctx, st, &err);
 }
 
 /* ---- Asynchronous inference (smoe_vit_infer_async; the job's life cycle is host/job.c) ----
- * The steps of smoe_vit_infer, split where it would wait: here the batch goes up and, on
- * Vulkan, the inference program (recorded on first use, as execute() does) is submitted; the
- * job's fence wait or worker thread and the logits download come later, in the hooks below. */
-
-static smoe_status infer_job_run(smoe_model *m, smoe_err *err)
-{
-    return run_or_record(m, &m->vit->infer, MODE_INFER, NULL, err); /* CPU path: runs, on the job's thread */
-}
-
-static smoe_status infer_job_gpu_poll(smoe_model *m, int wait, smoe_err *err)
-{
-    smoe_program *prog = &m->vit->infer.prog[MODE_INFER];
-    return wait ? smoe_program_wait(prog, err) : smoe_program_poll(prog, err);
-}
+ * The steps of smoe_vit_infer, split where it would wait: here the batch goes up and the job
+ * starts the inference request (Vulkan: submitted; CPU path: run on the job's thread); the
+ * logits download comes later, when the job is polled or waited for. */
 
 static smoe_status infer_job_collect(smoe_model *m, int b, float *logits, smoe_err *err)
 {
-    return smoe_tensor_download(&m->vit->infer.logits, 0, logits, (size_t)b * m->vit->cfg.num_classes * 4, err);
+    return smoe_tensor_download(&vit_of(m)->infer.logits, 0, logits, (size_t)b * vit_of(m)->cfg.num_classes * 4, err);
 }
 
-static const smoe_job_ops infer_job_ops = {infer_job_run, infer_job_gpu_poll, infer_job_collect};
-
-/* Uploads the batch and, on Vulkan, submits the inference program without waiting for it. */
-static smoe_status infer_submit(smoe_model *m, int b, const float *images, smoe_err *err)
+/* Uploads the batch and starts the inference request as m's job. */
+static smoe_status infer_launch(smoe_model *m, int b, const float *images, float *logits, smoe_job **job, smoe_err *err)
 {
-    vit_plan *p = &m->vit->infer;
-    smoe_status st = smoe_vit_settle(m, err);
+    vit_plan *p = &vit_of(m)->infer;
+    smoe_status st = smoe_model_settle(m, err);
     if (!st) st = ensure_plan(m, p, b, 0, err);
     if (!st) st = upload_batch(m, p, b, images, NULL, err);
     if (!st) st = prepare_infer(m, p, err);
-    if (st || !p->act.gpu) return st;
-    st = run_or_record(m, p, MODE_INFER, NULL, err);
-    if (!st) st = smoe_program_submit(&p->prog[MODE_INFER], err);
-    return st;
+    if (st) return st;
+    smoe_keep_key key;
+    smoe_exec_request rq = request(m, p, MODE_INFER, &key);
+    return smoe_job_launch(m, &rq, infer_job_collect, b, logits, job, err);
 }
 
 smoe_status smoe_vit_infer_async(smoe_model *m, int b, const float *images, float *logits, smoe_job **job)
@@ -972,7 +1001,6 @@ smoe_status smoe_vit_infer_async(smoe_model *m, int b, const float *images, floa
     if (st) return st;
     if (!logits || !job) return smoe_ctx_fail(m->ctx, SMOE_ERROR_INVALID_ARGUMENT, "logits and job must not be NULL");
     smoe_err err = {{0}};
-    st = infer_submit(m, b, images, &err);
-    if (!st) st = smoe_job_launch(m, &infer_job_ops, b, logits, job, &err);
+    st = infer_launch(m, b, images, logits, job, &err);
     return smoe_ctx_error(m->ctx, st, &err);
 }

@@ -1,4 +1,4 @@
-/* Fashion-MNIST reading (models/fashion_mnist.c) and image loading (models/image.c).
+/* Fashion-MNIST reading (io/fashion_mnist.c) and image loading (io/image.c).
  * The dataset part needs Debian's dataset-fashion-mnist package (CI installs it): when the files
  * are missing this test fails, it does not skip. */
 #define _POSIX_C_SOURCE 200809L

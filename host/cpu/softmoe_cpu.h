@@ -6,11 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct smoe_layer_dims {
-    int b, m, d, n, p, h; /* batch, tokens, model dim, experts, slots per expert, expert hidden */
-    int dispatch, combine; /* smoe_mixing of D and C (softmoe.h; 0: soft). SMOE_MIX_IDENTITY on
-                            * both, with n*p = m, or on neither. */
-} smoe_layer_dims;
+#include "layer_types.h"
 
 /* Parameters, in the SPEC's layouts: phi [d, n*p], scale [1], w1 [n, h, d], b1 [n, h],
  * w2 [n, d, h], b2 [n, d]. */
@@ -50,19 +46,7 @@ void smoe_cpu_experts_backward(int n, int M, int d, int h, const float *w1, cons
                                float *gh, float *gx, float *gw1, float *gb1, float *gw2,
                                float *gb2, float *pack);
 
-/* Expert-subset inference (Chung et al., arXiv 2409.00879, their forward_with_drop_no_renorm):
- * per sequence, score every expert by its combine mass (the sum of C over the tokens and the
- * expert's p slots), keep the k highest-scoring (equal scores: the lower index first), and run
- * only those: dropped experts' slots output zero, and the output combines the kept slots with
- * the original C (or, with renormalize, with each token's kept weights rescaled to sum to 1).
- * With random, the k kept experts are drawn instead (a baseline; see expert_subset_cpu.h). */
-typedef struct smoe_keep {
-    int k;           /* experts kept per sequence, 1..n; 0: all (the plain layer) */
-    int renormalize; /* 0 or 1 */
-    int random;      /* 0 or 1 */
-    uint64_t seed;   /* random: the seed of the draws */
-} smoe_keep;
-
+/* Expert-subset inference (smoe_keep, layer_types.h). */
 /* y = the layer keeping keep->k experts per sequence (1 <= k <= n), inference only: ws is left
  * unfit for backward. The fc1/gelu/fc2 GEMMs, the dispatch and the combine run over the kept
  * slots only. state: {seed low word, seed high word, call} of the random draws (read only with

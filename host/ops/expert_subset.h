@@ -1,6 +1,6 @@
 /* Expert-subset inference (Chung et al., "Beyond Parameter Count: Implicit Bias in Soft Mixture
  * of Experts", arXiv 2409.00879): the Soft MoE layer forward keeping k experts per sequence, as
- * an op on both paths (the rule is smoe_keep in cpu/softmoe_cpu.h). It saves the work: the
+ * an op on both paths (the rule is smoe_keep in layer_types.h). It saves the work: the
  * dispatch, the expert matmuls and the combine run over the kept slots only.
  *
  * Vulkan, 10 dispatches: the router of the plain forward (4), the choice of the kept experts per
@@ -23,12 +23,6 @@
 static inline int smoe_keep_active(const smoe_keep *keep, int n)
 {
     return keep && keep->k > 0 && keep->k <= n;
-}
-
-/* Two settings that record the same program (the seed lives in the state tensor). */
-static inline int smoe_keep_same_program(const smoe_keep *a, const smoe_keep *b)
-{
-    return a->k == b->k && a->renormalize == b->renormalize && a->random == b->random;
 }
 
 /* Reserves the Vulkan index buffers of the subset forward in a device arena (nothing on a host

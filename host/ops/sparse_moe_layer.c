@@ -11,7 +11,6 @@
 
 #include "common/sparse_interface.h"
 #include "cpu/softmoe_cpu.h"
-#include "model.h"
 #include "ops/experts.h"
 #include "ops/matmul.h"
 
@@ -128,32 +127,6 @@ smoe_status smoe_sparse_reserve(smoe_sparse_tensors *L, const smoe_sparse_dims *
     }
 #undef W
     return st;
-}
-
-/* ---- Parameters ---- */
-
-static const char *const param_names[5] = {
-    "gate.weight", "experts.fc1.weight", "experts.fc1.bias", "experts.fc2.weight", "experts.fc2.bias",
-};
-
-smoe_status smoe_sparse_add_params(smoe_model *m, const smoe_sparse_dims *d, const char *prefix, smoe_err *err)
-{
-    const int64_t shapes[5][3] = {{d->n, d->d}, {d->n, d->h, d->d}, {d->n, d->h}, {d->n, d->d, d->h}, {d->n, d->d}};
-    const int ndims[5] = {2, 3, 2, 3, 2};
-    smoe_status st = SMOE_OK;
-    for (int i = 0; i < 5 && !st; i++) {
-        char name[96];
-        snprintf(name, sizeof name, "%s%s", prefix, param_names[i]);
-        st = smoe_model_add_param(m, name, ndims[i], shapes[i], ndims[i] == 3 || i == 0, err);
-    }
-    return st;
-}
-
-void smoe_sparse_bind_params(smoe_sparse_tensors *t, const smoe_model *m, int first)
-{
-    const smoe_param *p = &m->params[first];
-    t->gate = p[0].value, t->w1 = p[1].value, t->b1 = p[2].value, t->w2 = p[3].value, t->b2 = p[4].value;
-    t->g_gate = p[0].grad, t->g_w1 = p[1].grad, t->g_b1 = p[2].grad, t->g_w2 = p[3].grad, t->g_b2 = p[4].grad;
 }
 
 /* ---- Vulkan ---- */

@@ -44,10 +44,4 @@ smoe_status smoe_op_sparse_forward(smoe_exec *ex, const smoe_sparse_tensors *L, 
 smoe_status smoe_op_sparse_backward(smoe_exec *ex, const smoe_sparse_tensors *L, const smoe_sparse_dims *d, int mode,
                                     smoe_err *err);
 
-/* The five parameters in a model's table with a name prefix ("blocks.3.moe."): gate.weight and
- * experts.fc1/fc2 .weight/.bias; and pointing an op's tensors at them (from index first). */
-struct smoe_model;
-smoe_status smoe_sparse_add_params(struct smoe_model *m, const smoe_sparse_dims *d, const char *prefix, smoe_err *err);
-void smoe_sparse_bind_params(smoe_sparse_tensors *t, const struct smoe_model *m, int first);
-
 #endif

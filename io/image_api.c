@@ -1,4 +1,4 @@
-/* The public image entry points (softmoe.h): thin wrappers over models/image.c that put the
+/* The public image entry points (softmoe.h): thin wrappers over image.c that put the
  * message into the context. */
 #include "context.h"
 #include "image.h"
