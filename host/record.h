@@ -65,7 +65,7 @@ typedef struct smoe_program {
     int recording, submitted;
     /* Profiling (begun while gpu->profile is set and the queue has timestamps): query q+1 is
      * written after command q, query 0 at the start; labels[q] names command q. */
-    const char *label; /* the next dispatch's label (then cleared); NULL: its shader's name */
+    const char *label; /* the next dispatch's label (then cleared); NULL: its kernel's name */
     VkQueryPool *query_pools;
     uint32_t query_pool_count, queries;
     char (*labels)[SMOE_LABEL_MAX];
