@@ -486,9 +486,7 @@ smoe_status smoe_op_attention_backward(smoe_exec *ex, int b, int T, int dim, int
     }
     /* dS = P * (dP - rowsum(dP * P)), in place */
     smoe_binding bs[2] = {{*att, SMOE_READ}, {*datt, SMOE_READ_WRITE}};
-    if ((st = record_rows(p, SMOE_K_SOFTMAX_ROWS_BWD, bs, SMOE_LEN(bs),
-                           (uint32_t)(B * NH * TT), t, 0.0f, NULL, 0, err)))
-        return st;
+    if ((st = record_rows(p, SMOE_K_SOFTMAX_ROWS_BWD, bs, SMOE_LEN(bs), (uint32_t)(B * NH * TT), t, 0.0f, NULL, 0, err))) return st;
     for (uint32_t h = 0; h < nh; h++) {
         /* dQ_h = dS_h K_h / sqrt(hd) */
         smoe_matmul mm = {
