@@ -12,7 +12,7 @@
 typedef struct smoe_pipeline_cache {
     smoe_pipeline **items; /* stable pointers: items are allocated one by one */
     size_t count, cap;
-    VkShaderModule *modules; /* one per embedded shader, created on first use */
+    VkShaderModule modules[SMOE_KERNEL_COUNT]; /* created on first use */
     char file[128];          /* the VkPipelineCache's file in the cache directory */
 } smoe_pipeline_cache;
 
@@ -26,22 +26,10 @@ static void cache_file_name(smoe_gpu *gpu, char *out, size_t size)
     snprintf(out, size, "pipelines-%04x-%04x-%08x-%s.bin", props.vendorID, props.deviceID, props.driverVersion, uuid);
 }
 
-const smoe_shader_blob *smoe_shader_find(const char *name)
-{
-    for (size_t i = 0; i < smoe_shader_blob_count; i++)
-        if (!strcmp(smoe_shader_blobs[i].name, name)) return &smoe_shader_blobs[i];
-    return NULL;
-}
-
 smoe_status smoe_pipeline_cache_create(smoe_gpu *gpu, smoe_err *err)
 {
     gpu->pipelines = calloc(1, sizeof *gpu->pipelines);
-    if (gpu->pipelines) gpu->pipelines->modules = calloc(smoe_shader_blob_count ? smoe_shader_blob_count : 1, sizeof(VkShaderModule));
-    if (!gpu->pipelines || !gpu->pipelines->modules) {
-        if (gpu->pipelines) free(gpu->pipelines);
-        gpu->pipelines = NULL;
-        return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory creating the pipeline cache");
-    }
+    if (!gpu->pipelines) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory creating the pipeline cache");
     /* Started from what an earlier run saved, when there is such a file. */
     cache_file_name(gpu, gpu->pipelines->file, sizeof gpu->pipelines->file);
     size_t size = 0;
@@ -89,10 +77,9 @@ void smoe_pipeline_cache_destroy(smoe_gpu *gpu)
     smoe_pipeline_cache *c = gpu->pipelines;
     if (c) {
         for (size_t i = 0; i < c->count; i++) pipeline_free(gpu, c->items[i]);
-        for (size_t i = 0; i < smoe_shader_blob_count; i++)
+        for (size_t i = 0; i < SMOE_KERNEL_COUNT; i++)
             if (c->modules[i]) gpu->vk.vkDestroyShaderModule(gpu->device, c->modules[i], NULL);
         free(c->items);
-        free(c->modules);
         free(c);
     }
     gpu->pipelines = NULL;
@@ -103,13 +90,14 @@ void smoe_pipeline_cache_destroy(smoe_gpu *gpu)
 static smoe_status create(smoe_gpu *gpu, smoe_pipeline *p, smoe_err *err)
 {
     smoe_pipeline_cache *c = gpu->pipelines;
-    size_t si = (size_t)(p->shader - smoe_shader_blobs);
+    const smoe_kernel_desc *k = p->desc;
+    size_t si = (size_t)p->kernel;
     VkResult r;
     if (!c->modules[si]) {
         VkShaderModuleCreateInfo mci = {
             .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
-            .codeSize = p->shader->size,
-            .pCode = p->shader->code,
+            .codeSize = k->size,
+            .pCode = k->code,
         };
         r = SMOE_VK(gpu, vkCreateShaderModule, (gpu->device, &mci, NULL, &c->modules[si]));
         if (r != VK_SUCCESS) {
@@ -118,40 +106,40 @@ static smoe_status create(smoe_gpu *gpu, smoe_pipeline *p, smoe_err *err)
         }
     }
     VkDescriptorSetLayoutBinding b[SMOE_MAX_BINDINGS];
-    for (uint32_t i = 0; i < p->bindings; i++)
+    for (uint32_t i = 0; i < k->bindings; i++)
         b[i] = (VkDescriptorSetLayoutBinding){
             .binding = i,
-            .descriptorType = (p->texel_mask >> i) & 1 ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER
+            .descriptorType = (k->texel_mask >> i) & 1 ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER
                                                         : VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
             .descriptorCount = 1,
             .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
         };
     VkDescriptorSetLayoutCreateInfo dci = {
         .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
-        .bindingCount = p->bindings,
+        .bindingCount = k->bindings,
         .pBindings = b,
     };
     r = SMOE_VK(gpu, vkCreateDescriptorSetLayout, (gpu->device, &dci, NULL, &p->set_layout));
     if (r != VK_SUCCESS) p->set_layout = VK_NULL_HANDLE;
     if (r != VK_SUCCESS) return smoe_gpu_check(gpu, r, "vkCreateDescriptorSetLayout", err);
-    VkPushConstantRange pr = {.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .offset = 0, .size = p->push_size};
+    VkPushConstantRange pr = {.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .offset = 0, .size = k->push_size};
     VkPipelineLayoutCreateInfo lci = {
         .sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
         .setLayoutCount = 1,
         .pSetLayouts = &p->set_layout,
-        .pushConstantRangeCount = p->push_size ? 1 : 0,
+        .pushConstantRangeCount = k->push_size ? 1 : 0,
         .pPushConstantRanges = &pr,
     };
     r = SMOE_VK(gpu, vkCreatePipelineLayout, (gpu->device, &lci, NULL, &p->layout));
     if (r != VK_SUCCESS) p->layout = VK_NULL_HANDLE;
     if (r != VK_SUCCESS) return smoe_gpu_check(gpu, r, "vkCreatePipelineLayout", err);
     VkSpecializationMapEntry entries[SMOE_MAX_SPEC];
-    for (uint32_t i = 0; i < p->spec_count; i++)
+    for (uint32_t i = 0; i < k->spec_count; i++)
         entries[i] = (VkSpecializationMapEntry){.constantID = i, .offset = 4 * i, .size = 4};
     VkSpecializationInfo spec = {
-        .mapEntryCount = p->spec_count,
+        .mapEntryCount = k->spec_count,
         .pMapEntries = entries,
-        .dataSize = 4 * p->spec_count,
+        .dataSize = 4 * k->spec_count,
         .pData = p->spec,
     };
     VkComputePipelineCreateInfo pci = {
@@ -174,31 +162,24 @@ static smoe_status create(smoe_gpu *gpu, smoe_pipeline *p, smoe_err *err)
     return SMOE_OK;
 }
 
-smoe_status smoe_pipeline_get(smoe_gpu *gpu, const char *shader, uint32_t bindings, uint32_t push_size,
-                              const uint32_t *spec, uint32_t spec_count, const smoe_pipeline **out, smoe_err *err)
-{
-    return smoe_pipeline_get_texel(gpu, shader, bindings, 0, push_size, spec, spec_count, out, err);
-}
-
-smoe_status smoe_pipeline_get_texel(smoe_gpu *gpu, const char *shader, uint32_t bindings, uint32_t texel_mask,
-                                    uint32_t push_size, const uint32_t *spec, uint32_t spec_count,
-                                    const smoe_pipeline **out, smoe_err *err)
+smoe_status smoe_pipeline_get(smoe_gpu *gpu, smoe_kernel kernel, const uint32_t *spec, uint32_t spec_count,
+                              const smoe_pipeline **out, smoe_err *err)
 {
     *out = NULL;
-    const smoe_shader_blob *blob = smoe_shader_find(shader);
-    if (!blob) return smoe_fail(err, SMOE_ERROR_INTERNAL, "no embedded shader named \"%s\"", shader);
-    if (bindings > SMOE_MAX_BINDINGS || spec_count > SMOE_MAX_SPEC || spec_count < 3 || push_size > SMOE_MAX_PUSH)
-        return smoe_fail(err, SMOE_ERROR_INTERNAL, "pipeline \"%s\": too many bindings, constants or push bytes", shader);
+    if ((unsigned)kernel >= SMOE_KERNEL_COUNT) return smoe_fail(err, SMOE_ERROR_INTERNAL, "no kernel %d", (int)kernel);
+    const smoe_kernel_desc *k = &smoe_kernels[kernel];
+    if (spec_count != k->spec_count)
+        return smoe_fail(err, SMOE_ERROR_INTERNAL, "kernel \"%s\": %u specialization constants given, %u declared", k->name,
+                         spec_count, k->spec_count);
     uint32_t invocations = spec[0] * spec[1] * spec[2];
     if (invocations == 0 || invocations > gpu->info.max_workgroup_invocations || spec[0] > gpu->info.max_workgroup_size[0] ||
         spec[1] > gpu->info.max_workgroup_size[1] || spec[2] > gpu->info.max_workgroup_size[2])
-        return smoe_fail(err, SMOE_ERROR_UNSUPPORTED, "pipeline \"%s\": workgroup %ux%ux%u exceeds the limits of %s",
-                         shader, spec[0], spec[1], spec[2], gpu->info.name);
+        return smoe_fail(err, SMOE_ERROR_UNSUPPORTED, "kernel \"%s\": workgroup %ux%ux%u exceeds the limits of %s",
+                         k->name, spec[0], spec[1], spec[2], gpu->info.name);
     smoe_pipeline_cache *c = gpu->pipelines;
     for (size_t i = 0; i < c->count; i++) {
         smoe_pipeline *p = c->items[i];
-        if (p->shader == blob && p->bindings == bindings && p->texel_mask == texel_mask && p->push_size == push_size &&
-            p->spec_count == spec_count && !memcmp(p->spec, spec, 4 * spec_count)) {
+        if (p->kernel == kernel && !memcmp(p->spec, spec, 4 * spec_count)) {
             *out = p;
             return SMOE_OK;
         }
@@ -214,16 +195,13 @@ smoe_status smoe_pipeline_get_texel(smoe_gpu *gpu, const char *shader, uint32_t 
     if (st) return st;
     smoe_pipeline *p = calloc(1, sizeof *p);
     if (!p) return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory creating a pipeline");
-    p->shader = blob;
-    p->bindings = bindings;
-    p->texel_mask = texel_mask;
-    p->push_size = push_size;
-    p->spec_count = spec_count;
+    p->kernel = kernel;
+    p->desc = k;
     memcpy(p->spec, spec, 4 * spec_count);
     st = create(gpu, p, err);
     if (st) {
         pipeline_free(gpu, p);
-        return smoe_fail_prefix(err, st, "pipeline \"%s\"", shader);
+        return smoe_fail_prefix(err, st, "kernel \"%s\"", k->name);
     }
     c->items[c->count++] = p;
     *out = p;

@@ -278,26 +278,10 @@ static smoe_status track_all(smoe_program *p, const smoe_binding *b, uint32_t n,
     return SMOE_OK;
 }
 
-smoe_status smoe_program_dispatch(smoe_program *p, const smoe_pipeline *pl, const smoe_binding *bindings,
-                                  uint32_t binding_count, const void *push, uint32_t push_size,
-                                  const uint32_t groups[3], smoe_err *err)
+/* A descriptor set of the program's pools holding the bindings of one dispatch. */
+static smoe_status write_set(smoe_program *p, const smoe_pipeline *pl, const smoe_binding *bindings, uint32_t binding_count,
+                             VkDescriptorSet *out, smoe_err *err)
 {
-    if (!p->recording) return smoe_fail(err, SMOE_ERROR_INTERNAL, "dispatch outside recording");
-    if (binding_count != pl->bindings || push_size != pl->push_size)
-        return smoe_fail(err, SMOE_ERROR_INTERNAL, "shader \"%s\": %u bindings and %u push bytes given, %u and %u declared",
-                         pl->shader->name, binding_count, push_size, pl->bindings, pl->push_size);
-    for (int i = 0; i < 3; i++)
-        if (groups[i] > p->gpu->info.max_workgroup_count[i])
-            return smoe_fail(err, SMOE_ERROR_TOO_LARGE, "shader \"%s\": %u workgroups in dimension %d exceed the device's %u",
-                             pl->shader->name, groups[i], i, p->gpu->info.max_workgroup_count[i]);
-    const char *label = p->label ? p->label : pl->shader->name;
-    p->label = NULL;
-    if (!groups[0] || !groups[1] || !groups[2]) return SMOE_OK; /* nothing to do */
-    for (uint32_t i = 0; i < binding_count; i++)
-        if (((bindings[i].access & SMOE_TEXEL_BITS) != 0) != ((pl->texel_mask >> i) & 1) ||
-            ((bindings[i].access & SMOE_TEXEL_BITS) && (bindings[i].access & SMOE_WRITE)))
-            return smoe_fail(err, SMOE_ERROR_INTERNAL, "shader \"%s\": binding %u is not of the kind it declares",
-                             pl->shader->name, i);
     VkDescriptorSet set;
     smoe_status st = alloc_set(p, pl->set_layout, &set, err);
     if (st) return st;
@@ -324,6 +308,47 @@ smoe_status smoe_program_dispatch(smoe_program *p, const smoe_pipeline *pl, cons
         w[i].pTexelBufferView = &views[i];
     }
     p->gpu->vk.vkUpdateDescriptorSets(p->gpu->device, binding_count, w, 0, NULL);
+    *out = set;
+    return SMOE_OK;
+}
+
+void smoe_grid(const smoe_gpu *gpu, uint32_t count, uint32_t batch, uint32_t groups[3])
+{
+    uint32_t maxx = gpu->info.max_workgroup_count[0];
+    groups[0] = count < maxx ? count : maxx;
+    groups[1] = groups[0] ? smoe_div_up(count, groups[0]) : 0;
+    groups[2] = batch;
+}
+
+smoe_status smoe_record_kernel(smoe_program *p, smoe_kernel k, const uint32_t *spec, uint32_t spec_count,
+                               const smoe_binding *bindings, uint32_t binding_count, const void *push,
+                               uint32_t push_size, const uint32_t groups[3], smoe_err *err)
+{
+    const char *label = p->label; /* the caller's buffer: used (copied) during this call only */
+    p->label = NULL;
+    if (!p->recording) return smoe_fail(err, SMOE_ERROR_INTERNAL, "dispatch outside recording");
+    if ((unsigned)k >= SMOE_KERNEL_COUNT) return smoe_fail(err, SMOE_ERROR_INTERNAL, "no kernel %d", (int)k);
+    const smoe_kernel_desc *kd = &smoe_kernels[k];
+    if (!label) label = kd->name;
+    if (binding_count != kd->bindings || push_size != kd->push_size)
+        return smoe_fail(err, SMOE_ERROR_INTERNAL, "kernel \"%s\": %u bindings and %u push bytes given, %u and %u declared",
+                         kd->name, binding_count, push_size, kd->bindings, kd->push_size);
+    const smoe_pipeline *pl;
+    smoe_status st = smoe_pipeline_get(p->gpu, k, spec, spec_count, &pl, err);
+    if (st) return st;
+    for (int i = 0; i < 3; i++)
+        if (groups[i] > p->gpu->info.max_workgroup_count[i])
+            return smoe_fail(err, SMOE_ERROR_TOO_LARGE, "kernel \"%s\": %u workgroups in dimension %d exceed the device's %u",
+                             kd->name, groups[i], i, p->gpu->info.max_workgroup_count[i]);
+    if (!groups[0] || !groups[1] || !groups[2]) return SMOE_OK; /* nothing to do */
+    for (uint32_t i = 0; i < binding_count; i++)
+        if (((bindings[i].access & SMOE_TEXEL_BITS) != 0) != ((kd->texel_mask >> i) & 1) ||
+            ((bindings[i].access & SMOE_TEXEL_BITS) && (bindings[i].access & SMOE_WRITE)))
+            return smoe_fail(err, SMOE_ERROR_INTERNAL, "kernel \"%s\": binding %u is not of the kind it declares",
+                             kd->name, i);
+    VkDescriptorSet set;
+    st = write_set(p, pl, bindings, binding_count, &set, err);
+    if (st) return st;
     st = track_all(p, bindings, binding_count, err);
     if (st) return st;
     p->gpu->vk.vkCmdBindPipeline(p->cb, VK_PIPELINE_BIND_POINT_COMPUTE, pl->pipeline);

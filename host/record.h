@@ -65,17 +65,26 @@ typedef struct smoe_program {
     int recording, submitted;
     /* Profiling (begun while gpu->profile is set and the queue has timestamps): query q+1 is
      * written after command q, query 0 at the start; labels[q] names command q. */
-    const char *label; /* the next dispatch's label (then cleared); NULL: its shader's name */
+    const char *label; /* the next dispatch's label (then cleared); NULL: its kernel's name */
     VkQueryPool *query_pools;
     uint32_t query_pool_count, queries;
     char (*labels)[SMOE_LABEL_MAX];
 } smoe_program;
 
 smoe_status smoe_program_begin(smoe_gpu *gpu, smoe_program *p, smoe_err *err);
-/* Records one dispatch of groups[0..2] workgroups. bindings[i] is bound at binding i. */
-smoe_status smoe_program_dispatch(smoe_program *p, const smoe_pipeline *pl, const smoe_binding *bindings,
-                                  uint32_t binding_count, const void *push, uint32_t push_size,
-                                  const uint32_t groups[3], smoe_err *err);
+/* Records one dispatch of kernel k with spec[0..spec_count) over groups[0..2] workgroups:
+ * bindings[i] is bound at binding i, push holds its push constants (push_size bytes). The counts
+ * and the size are checked against the kernel's table entry (pipeline.h). Call it through
+ * smoe_record, which counts the arrays and sizes the push struct itself. */
+smoe_status smoe_record_kernel(smoe_program *p, smoe_kernel k, const uint32_t *spec, uint32_t spec_count,
+                               const smoe_binding *bindings, uint32_t binding_count, const void *push,
+                               uint32_t push_size, const uint32_t groups[3], smoe_err *err);
+/* Elements of an array (GCC's -Wsizeof-pointer-div rejects a pointer). */
+#define SMOE_LEN(a) ((uint32_t)(sizeof(a) / sizeof((a)[0])))
+/* spec and bindings arrays, push a struct (an lvalue). */
+#define smoe_record(p, k, spec, bindings, push, groups, err)                                                  \
+    smoe_record_kernel(p, k, spec, SMOE_LEN(spec), bindings, SMOE_LEN(bindings), &(push), (uint32_t)sizeof(push), \
+                       groups, err)
 /* Records a fill of a tensor with a 32-bit pattern (bytes a multiple of 4). */
 smoe_status smoe_program_fill(smoe_program *p, const smoe_tensor *t, uint32_t pattern, smoe_err *err);
 smoe_status smoe_program_end(smoe_program *p, smoe_err *err);
@@ -90,5 +99,8 @@ void smoe_program_destroy(smoe_program *p);
 
 /* Workgroups needed to cover n items with groups of size g. */
 static inline uint32_t smoe_div_up(uint64_t n, uint32_t g) { return (uint32_t)((n + g - 1) / g); }
+/* count workgroups as x * y within the device's limit on x (y = count / x rounded up, so a shader
+ * finds its index as y * groups_x + x and skips the few past count); z = batch. */
+void smoe_grid(const smoe_gpu *gpu, uint32_t count, uint32_t batch, uint32_t groups[3]);
 
 #endif

@@ -26,10 +26,15 @@ static void run(smoe_gpu *gpu)
 
     const uint32_t spec[3] = {64, 1, 1};
     const smoe_pipeline *pl;
-    CHECK_MSG(smoe_pipeline_get(gpu, "axpy", 2, sizeof(smoe_push_axpy), spec, 3, &pl, &err) == SMOE_OK, "%s", err.msg);
+    CHECK_MSG(smoe_pipeline_get(gpu, SMOE_K_AXPY, spec, 3, &pl, &err) == SMOE_OK, "%s", err.msg);
     const smoe_pipeline *again;
-    CHECK(smoe_pipeline_get(gpu, "axpy", 2, sizeof(smoe_push_axpy), spec, 3, &again, &err) == SMOE_OK && again == pl);
-    CHECK(smoe_pipeline_get(gpu, "no_such_shader", 2, 12, spec, 3, &again, &err) == SMOE_ERROR_INTERNAL);
+    CHECK(smoe_pipeline_get(gpu, SMOE_K_AXPY, spec, 3, &again, &err) == SMOE_OK && again == pl);
+    CHECK(smoe_pipeline_get(gpu, SMOE_KERNEL_COUNT, spec, 3, &again, &err) == SMOE_ERROR_INTERNAL); /* no such kernel */
+    CHECK(smoe_pipeline_get(gpu, SMOE_K_AXPY, spec, 4, &again, &err) == SMOE_ERROR_INTERNAL);     /* axpy has 3 constants */
+    /* the table read from the shader: axpy.comp's 2 storage buffers and its push constants */
+    CHECK(smoe_kernels[SMOE_K_AXPY].bindings == 2 && smoe_kernels[SMOE_K_AXPY].texel_mask == 0 &&
+          smoe_kernels[SMOE_K_AXPY].push_size == sizeof(smoe_push_axpy));
+    CHECK(smoe_kernels[SMOE_K_MATMUL_TEXEL].texel_mask == 3u);
 
     smoe_program p;
     CHECK(smoe_program_begin(gpu, &p, &err) == SMOE_OK);
@@ -39,12 +44,15 @@ static void run(smoe_gpu *gpu)
     smoe_binding b1[2] = {{x, SMOE_READ}, {y, SMOE_READ_WRITE}};
     smoe_binding b2[2] = {{x, SMOE_READ}, {z, SMOE_READ_WRITE}};
     smoe_binding b3[2] = {{y, SMOE_READ}, {z, SMOE_READ_WRITE}};
-    CHECK(smoe_program_dispatch(&p, pl, b1, 2, &push, sizeof push, groups, &err) == SMOE_OK);
-    CHECK(smoe_program_dispatch(&p, pl, b2, 2, &push, sizeof push, groups, &err) == SMOE_OK);
+    CHECK(smoe_record(&p, SMOE_K_AXPY, spec, b1, push, groups, &err) == SMOE_OK);
+    CHECK(smoe_record(&p, SMOE_K_AXPY, spec, b2, push, groups, &err) == SMOE_OK);
     CHECK(p.barriers == 0);
-    CHECK(smoe_program_dispatch(&p, pl, b3, 2, &push, sizeof push, groups, &err) == SMOE_OK);
+    CHECK(smoe_record(&p, SMOE_K_AXPY, spec, b3, push, groups, &err) == SMOE_OK);
     CHECK(p.barriers == 1);
-    CHECK(smoe_program_dispatch(&p, pl, b1, 1, &push, sizeof push, groups, &err) == SMOE_ERROR_INTERNAL);
+    /* a binding or push byte short of what the shader declares */
+    CHECK(smoe_record_kernel(&p, SMOE_K_AXPY, spec, 3, b1, 1, &push, sizeof push, groups, &err) == SMOE_ERROR_INTERNAL);
+    CHECK(smoe_record_kernel(&p, SMOE_K_AXPY, spec, 3, b1, 2, &push, sizeof push - 4, groups, &err) == SMOE_ERROR_INTERNAL);
+    CHECK(p.dispatches == 3);
     CHECK(smoe_program_end(&p, &err) == SMOE_OK);
     /* Replay three times: y_k = 1 + 2k x, z_k = z_{k-1} + 2x + 2 y_k. */
     double ey[N], ez[N];

@@ -168,14 +168,13 @@ static double vulkan_peak(smoe_context *ctx)
     smoe_arena_init(&a, gpu, "peak");
     smoe_tensor out;
     double gflops = 0;
-    const smoe_pipeline *pl;
     uint32_t spec[4] = {wg, 1, 1, iters};
-    if (!smoe_arena_reserve(&a, (uint64_t)wg * groups * 4, &out, &err) && !smoe_arena_commit(&a, &err) &&
-        !smoe_pipeline_get(gpu, "peak_fma", 1, 0, spec, 4, &pl, &err)) {
+    if (!smoe_arena_reserve(&a, (uint64_t)wg * groups * 4, &out, &err) && !smoe_arena_commit(&a, &err)) {
         smoe_program p;
-        smoe_binding b = {out, SMOE_WRITE};
+        smoe_binding b[1] = {{out, SMOE_WRITE}};
         uint32_t g[3] = {groups, 1, 1};
-        if (!smoe_program_begin(gpu, &p, &err) && !smoe_program_dispatch(&p, pl, &b, 1, NULL, 0, g, &err) &&
+        if (!smoe_program_begin(gpu, &p, &err) &&
+            !smoe_record_kernel(&p, SMOE_K_PEAK_FMA, spec, SMOE_LEN(spec), b, SMOE_LEN(b), NULL, 0, g, &err) &&
             !smoe_program_end(&p, &err)) {
             double best = 1e30;
             for (int r = 0; r < 4; r++) {

@@ -25,18 +25,14 @@ smoe_status smoe_keep_write_state(uint64_t seed, uint32_t call, const smoe_tenso
 }
 
 /* One workgroup per item (sequence or expert), in the 2D grid of the device's limits. */
-static smoe_status record_keep_shader(smoe_program *p, const char *shader, const smoe_binding *b, uint32_t bindings,
+static smoe_status record_keep_shader(smoe_program *p, smoe_kernel k, const smoe_binding *b, uint32_t bindings,
                                       const uint32_t *spec, uint32_t spec_count, uint32_t items,
                                       const smoe_layer_dims *d, const smoe_keep *keep, uint32_t layer, smoe_err *err)
 {
-    const smoe_pipeline *pl;
-    smoe_status st = smoe_pipeline_get(p->gpu, shader, bindings, sizeof(smoe_push_keep), spec, spec_count, &pl, err);
-    if (st) return st;
-    uint32_t maxx = p->gpu->info.max_workgroup_count[0];
-    uint32_t groups[3] = {items < maxx ? items : maxx, 1, 1};
-    groups[1] = smoe_div_up(items, groups[0]);
+    uint32_t groups[3];
+    smoe_grid(p->gpu, items, 1, groups);
     smoe_push_keep pc = {(uint32_t)d->m, (uint32_t)d->n, (uint32_t)d->p, (uint32_t)keep->k, (uint32_t)d->b, layer, groups[0]};
-    return smoe_program_dispatch(p, pl, b, bindings, &pc, sizeof pc, groups, err);
+    return smoe_record_kernel(p, k, spec, spec_count, b, bindings, &pc, sizeof pc, groups, err);
 }
 
 static smoe_status record_forward_keep(smoe_program *p, const smoe_layer_tensors *L, const smoe_layer_dims *d,
@@ -57,11 +53,12 @@ static smoe_status record_forward_keep(smoe_program *p, const smoe_layer_tensors
         {keep->random ? L->keep_state : L->logits, SMOE_READ},  {L->keep_scores, SMOE_READ_WRITE},
         {L->keep_mask, SMOE_WRITE},  {L->keep_slots, SMOE_READ_WRITE}, {L->keep_lse, SMOE_WRITE},
     };
-    st = record_keep_shader(p, "expert_topk", bt, 8, spec, 5, B, d, keep, layer, err);
+    st = record_keep_shader(p, SMOE_K_EXPERT_TOPK, bt, SMOE_LEN(bt), spec, SMOE_LEN(spec), B, d, keep, layer, err);
 
     /* 6. the kept rows of each expert */
     smoe_binding br[2] = {{L->keep_mask, SMOE_READ}, {L->keep_rows, SMOE_WRITE}};
-    if (!st) st = record_keep_shader(p, "expert_rows", br, 2, spec, 3, n, d, keep, layer, err);
+    const uint32_t rspec[3] = {KEEP_WG, 1, 1};
+    if (!st) st = record_keep_shader(p, SMOE_K_EXPERT_ROWS, br, SMOE_LEN(br), rspec, SMOE_LEN(rspec), n, d, keep, layer, err);
     if (st) return st;
 
     /* 7. dispatch over the kept slots: X~_b [kp, d] = D_b[:, kept]^T X_b */

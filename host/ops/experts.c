@@ -8,13 +8,10 @@ smoe_status smoe_record_colsum(smoe_program *p, smoe_tensor x, smoe_tensor out, 
                                uint32_t bs, uint32_t g, uint32_t gs, uint32_t out_bs, uint32_t batch, smoe_err *err)
 {
     uint32_t spec[4] = {32, p->gpu->row_serial ? 1 : 8, 1, 0}; /* no tree over y where barriers are loops */
-    const smoe_pipeline *pl;
-    smoe_status st = smoe_pipeline_get(p->gpu, "colsum", 2, sizeof(smoe_push_colsum), spec, 4, &pl, err);
-    if (st) return st;
     smoe_push_colsum pc = {rows, cols, ld, bs, g, gs, out_bs};
     smoe_binding b[2] = {{x, SMOE_READ}, {out, SMOE_WRITE}};
     uint32_t groups[3] = {smoe_div_up(cols, 32), 1, batch};
-    return smoe_program_dispatch(p, pl, b, 2, &pc, sizeof pc, groups, err);
+    return smoe_record(p, SMOE_K_COLSUM, spec, b, pc, groups, err);
 }
 
 smoe_status smoe_record_experts_forward(smoe_program *p, const smoe_experts_rec *r, smoe_err *err)

@@ -193,8 +193,8 @@ static smoe_status record_variant(smoe_program *p, const smoe_matmul *mm, const 
         {mm->gather ? mm->idx : unused, SMOE_READ},
         {(mm->epi & SMOE_EPI_STORE_GELU) ? mm->gelu_out : unused, SMOE_WRITE},
     };
-    const smoe_pipeline *pl;
-    smoe_status st;
+    smoe_kernel k = SMOE_K_MATMUL;
+    uint32_t nspec = SMOE_MM_SPEC_COUNT;
     if (v->texel) {
         int vec_a, vec_b;
         uint32_t first_a, first_b;
@@ -207,18 +207,15 @@ static smoe_status record_variant(smoe_program *p, const smoe_matmul *mm, const 
         pc.b_off += first_b;
         b[0].access = vec ? SMOE_READ_TEXEL4 : SMOE_READ_TEXEL1;
         b[1].access = vec ? SMOE_READ_TEXEL4 : SMOE_READ_TEXEL1;
-        st = smoe_pipeline_get_texel(p->gpu, "matmul_texel", MM_BINDINGS, 3u, sizeof pc, spec, SMOE_MM_TEXEL_SPEC_COUNT,
-                                     &pl, err);
-    } else {
-        st = smoe_pipeline_get(p->gpu, "matmul", MM_BINDINGS, sizeof pc, spec, SMOE_MM_SPEC_COUNT, &pl, err);
+        k = SMOE_K_MATMUL_TEXEL;
+        nspec = SMOE_MM_TEXEL_SPEC_COUNT;
     }
-    if (st) return st;
     char label[SMOE_LABEL_MAX];
     if (mm->batch > 1) snprintf(label, sizeof label, "matmul %s %ux%ux%u x%u", v->name, mm->M, mm->N, mm->K, mm->batch);
     else snprintf(label, sizeof label, "matmul %s %ux%ux%u", v->name, mm->M, mm->N, mm->K);
     p->label = label;
     uint32_t groups[3] = {smoe_div_up(mm->N, v->bn), smoe_div_up(mm->M, v->bm), mm->batch};
-    return smoe_program_dispatch(p, pl, b, MM_BINDINGS, &pc, sizeof pc, groups, err);
+    return smoe_record_kernel(p, k, spec, nspec, b, SMOE_LEN(b), &pc, sizeof pc, groups, err);
 }
 
 /* ---- Autotune ---- */

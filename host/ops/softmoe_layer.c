@@ -51,15 +51,6 @@ smoe_status smoe_layer_reserve(smoe_layer_tensors *L, const smoe_layer_dims *d, 
     return st;
 }
 
-/* count workgroups as (x, y) within the device's per-dimension limit */
-static void grid(const smoe_gpu *gpu, uint32_t count, uint32_t batch, uint32_t groups[3])
-{
-    uint32_t maxx = gpu->info.max_workgroup_count[0];
-    groups[0] = count < maxx ? count : maxx;
-    groups[1] = smoe_div_up(count, groups[0] ? groups[0] : 1);
-    groups[2] = batch;
-}
-
 /* The spec of a row kernel (common/util.glsl): a workgroup per vector, or an invocation per vector
  * where the device wants that (gpu->row_serial); c3 and c4 its own constants. */
 static void row_spec(const smoe_gpu *gpu, uint32_t c3, uint32_t c4, uint32_t spec[SMOE_ROW_SPEC_COUNT])
@@ -73,24 +64,20 @@ static void row_spec(const smoe_gpu *gpu, uint32_t c3, uint32_t c4, uint32_t spe
 /* Workgroups for count vectors of a row kernel. */
 static void row_grid(const smoe_gpu *gpu, uint32_t count, uint32_t batch, uint32_t groups[3])
 {
-    grid(gpu, gpu->row_serial ? smoe_div_up(count, REDUCE_WG) : count, batch, groups);
+    smoe_grid(gpu, gpu->row_serial ? smoe_div_up(count, REDUCE_WG) : count, batch, groups);
 }
 
 /* One workgroup (or invocation) per row or column vector of a [rows x cols] matrix per batch. */
-static smoe_status record_vectors(smoe_program *p, const char *shader, uint32_t bindings, uint32_t axis,
+static smoe_status record_vectors(smoe_program *p, smoe_kernel k, uint32_t bindings, uint32_t axis,
                                   uint32_t extra_spec, const smoe_binding *b, uint32_t rows, uint32_t cols,
                                   uint32_t batch, uint32_t in_bs, uint32_t out_bs, smoe_err *err)
 {
     uint32_t spec[SMOE_ROW_SPEC_COUNT];
     row_spec(p->gpu, axis, extra_spec, spec);
-    const smoe_pipeline *pl;
-    smoe_status st =
-        smoe_pipeline_get(p->gpu, shader, bindings, sizeof(smoe_push_reduce), spec, SMOE_ROW_SPEC_COUNT, &pl, err);
-    if (st) return st;
     uint32_t groups[3];
     row_grid(p->gpu, axis == SMOE_AXIS_ROWS ? rows : cols, batch, groups);
     smoe_push_reduce pc = {rows, cols, in_bs, out_bs, groups[0]};
-    return smoe_program_dispatch(p, pl, b, bindings, &pc, sizeof pc, groups, err);
+    return smoe_record_kernel(p, k, spec, SMOE_LEN(spec), b, bindings, &pc, sizeof pc, groups, err);
 }
 
 /* The rows of the slot tensor [b, S, d] routed to expert e, as an operand with e the batch index:
@@ -120,10 +107,10 @@ smoe_status smoe_layer_record_router(smoe_program *p, const smoe_layer_tensors *
 
     /* 1-2. inverse norms of the tokens (rows of X) and of the slot parameters (columns of phi) */
     smoe_binding bx[2] = {{L->x, SMOE_READ}, {L->rinv, SMOE_WRITE}};
-    st = record_vectors(p, "l2norm", 2, SMOE_AXIS_ROWS, 0, bx, B * m, D, 1, 0, 0, err);
+    st = record_vectors(p, SMOE_K_L2NORM, SMOE_LEN(bx), SMOE_AXIS_ROWS, 0, bx, B * m, D, 1, 0, 0, err);
     if (st) return st;
     smoe_binding bp[2] = {{L->phi, SMOE_READ}, {L->cinv, SMOE_WRITE}};
-    st = record_vectors(p, "l2norm", 2, SMOE_AXIS_COLS, 0, bp, D, S, 1, 0, 0, err);
+    st = record_vectors(p, SMOE_K_L2NORM, SMOE_LEN(bp), SMOE_AXIS_COLS, 0, bp, D, S, 1, 0, 0, err);
     if (st) return st;
 
     /* 3. logits P = diag(r) X phi diag(c), all sequences as one [b*m x S] product */
@@ -138,12 +125,12 @@ smoe_status smoe_layer_record_router(smoe_program *p, const smoe_layer_tensors *
     /* 4. log-sum-exp of scale*P per slot (over tokens: a soft D) and per token (over slots: a
      * soft C) */
     smoe_binding bs1[3] = {{L->logits, SMOE_READ}, {L->scale, SMOE_READ}, {L->lse_col, SMOE_WRITE}};
-    if (d->dispatch == SMOE_MIX_SOFT && (st = record_vectors(p, "softmax_stats", 3, SMOE_AXIS_COLS, 0, bs1, m, S, B, m * S,
-                                                           S, err)))
+    if (d->dispatch == SMOE_MIX_SOFT &&
+        (st = record_vectors(p, SMOE_K_SOFTMAX_STATS, SMOE_LEN(bs1), SMOE_AXIS_COLS, 0, bs1, m, S, B, m * S, S, err)))
         return st;
     smoe_binding bs2[3] = {{L->logits, SMOE_READ}, {L->scale, SMOE_READ}, {L->lse_row, SMOE_WRITE}};
     if (d->combine != SMOE_MIX_SOFT) return SMOE_OK;
-    return record_vectors(p, "softmax_stats", 3, SMOE_AXIS_ROWS, 0, bs2, m, S, B, m * S, m, err);
+    return record_vectors(p, SMOE_K_SOFTMAX_STATS, SMOE_LEN(bs2), SMOE_AXIS_ROWS, 0, bs2, m, S, B, m * S, m, err);
 }
 
 /* A fixed side applied to the rows of every sequence: out [b, rows_out, d] = W in [b, rows_in, d],
@@ -255,7 +242,6 @@ static smoe_status record_backward(smoe_program *p, const smoe_layer_tensors *L,
     /* 11-12. softmax backward: column sums (a soft D), then G_L per row from the soft sides, U
      * over G_D, scale partials */
     uint32_t spec[SMOE_ROW_SPEC_COUNT];
-    const smoe_pipeline *pl;
     smoe_binding rb[10] = {
         {L->logits, SMOE_READ},  {L->lse_col, SMOE_READ}, {L->lse_row, SMOE_READ}, {L->g_dispatch, SMOE_READ_WRITE},
         {L->g_combine, SMOE_READ}, {L->colsum, SMOE_READ_WRITE}, {L->rinv, SMOE_READ}, {L->cinv, SMOE_READ},
@@ -264,13 +250,10 @@ static smoe_status record_backward(smoe_program *p, const smoe_layer_tensors *L,
     const uint32_t sides = (soft_d ? SMOE_ROUTER_SOFT_DISPATCH : 0) | (soft_c ? SMOE_ROUTER_SOFT_COMBINE : 0);
     for (uint32_t phase = soft_d ? 0 : 1; phase < 2; phase++) {
         row_spec(p->gpu, phase, sides, spec);
-        if ((st = smoe_pipeline_get(p->gpu, "router_bwd", 10, sizeof(smoe_push_router), spec, SMOE_ROW_SPEC_COUNT, &pl,
-                                    err)))
-            return st;
         uint32_t groups[3];
         row_grid(p->gpu, phase == 0 ? S : m, B, groups);
         smoe_push_router pc = {m, S, groups[0]};
-        if ((st = smoe_program_dispatch(p, pl, rb, 10, &pc, sizeof pc, groups, err))) return st;
+        if ((st = smoe_record(p, SMOE_K_ROUTER_BWD, spec, rb, pc, groups, err))) return st;
     }
 
     /* 13. G_scale = sum of the partials */
@@ -292,9 +275,9 @@ static smoe_status record_backward(smoe_program *p, const smoe_layer_tensors *L,
 
     /* 16-17. l2-normalisation backward: dx += per token row, G_phi per slot column */
     smoe_binding lx[4] = {{L->x, SMOE_READ}, {L->q_x, SMOE_READ}, {L->rinv, SMOE_READ}, {L->dx, SMOE_READ_WRITE}};
-    if ((st = record_vectors(p, "l2norm_bwd", 4, SMOE_AXIS_ROWS, 1, lx, B * m, D, 1, 0, 0, err))) return st;
+    if ((st = record_vectors(p, SMOE_K_L2NORM_BWD, SMOE_LEN(lx), SMOE_AXIS_ROWS, 1, lx, B * m, D, 1, 0, 0, err))) return st;
     smoe_binding lp[4] = {{L->phi, SMOE_READ}, {L->q_phi, SMOE_READ}, {L->cinv, SMOE_READ}, {L->g_phi, SMOE_WRITE}};
-    return record_vectors(p, "l2norm_bwd", 4, SMOE_AXIS_COLS, 0, lp, D, S, 1, 0, 0, err);
+    return record_vectors(p, SMOE_K_L2NORM_BWD, SMOE_LEN(lp), SMOE_AXIS_COLS, 0, lp, D, S, 1, 0, 0, err);
 }
 
 smoe_layer_params smoe_layer_host_params(const smoe_layer_tensors *L)

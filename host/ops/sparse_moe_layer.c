@@ -131,15 +131,6 @@ smoe_status smoe_sparse_reserve(smoe_sparse_tensors *L, const smoe_sparse_dims *
 
 /* ---- Vulkan ---- */
 
-/* count workgroups as (x, y) within the device's per-dimension limit */
-static void grid(const smoe_gpu *gpu, uint32_t count, uint32_t groups[3])
-{
-    uint32_t maxx = gpu->info.max_workgroup_count[0];
-    groups[0] = count < maxx ? count : maxx;
-    groups[1] = groups[0] ? smoe_div_up(count, groups[0]) : 0;
-    groups[2] = 1;
-}
-
 static uint32_t wg_limit(const smoe_gpu *gpu)
 {
     uint32_t lim = gpu->info.max_workgroup_invocations;
@@ -165,16 +156,6 @@ static smoe_binding bind(const smoe_tensor *t, smoe_access access, const smoe_te
     return b;
 }
 
-static smoe_status dispatch(smoe_program *p, const char *shader, const uint32_t *spec, uint32_t spec_count,
-                            const smoe_binding *b, uint32_t nb, const void *push, uint32_t push_size, const uint32_t groups[3],
-                            smoe_err *err)
-{
-    const smoe_pipeline *pl;
-    smoe_status st = smoe_pipeline_get(p->gpu, shader, nb, push_size, spec, spec_count, &pl, err);
-    if (st) return st;
-    return smoe_program_dispatch(p, pl, b, nb, push, push_size, groups, err);
-}
-
 /* The longest segment one workgroup sorts in shared memory: what the device's shared memory holds
  * (8 bytes a pair), or the test hook. */
 static uint32_t sort_block_limit(const smoe_gpu *gpu, const smoe_sparse_dims *d)
@@ -195,20 +176,20 @@ static smoe_status record_sort(smoe_program *p, const smoe_tensor *keys, const s
     if (threads > wg_limit(p->gpu)) threads = wg_limit(p->gpu);
     smoe_binding b[2] = {{*keys, SMOE_READ_WRITE}, {*vals, SMOE_READ_WRITE}};
     uint32_t local_groups[3], global_groups[3], ew = elem_wg(p->gpu);
-    grid(p->gpu, total / block, local_groups);
-    grid(p->gpu, smoe_div_up(total / 2, ew), global_groups);
+    smoe_grid(p->gpu, total / block, 1, local_groups);
+    smoe_grid(p->gpu, smoe_div_up(total / 2, ew), 1, global_groups);
     uint32_t spec[5] = {threads, 1, 1, SMOE_SORT_LOCAL, block};
     smoe_push_sort pc = {len, total, 0, 0, local_groups[0]};
-    smoe_status st = dispatch(p, "bitonic", spec, 5, b, 2, &pc, sizeof pc, local_groups, err);
+    smoe_status st = smoe_record(p, SMOE_K_BITONIC, spec, b, pc, local_groups, err);
     for (uint32_t k = 2 * block; k <= len && !st; k *= 2) {
         uint32_t gspec[5] = {ew, 1, 1, SMOE_SORT_GLOBAL, block};
         for (uint32_t j = k / 2; j >= block && !st; j /= 2) {
             smoe_push_sort gpc = {len, total, k, j, global_groups[0]};
-            st = dispatch(p, "bitonic", gspec, 5, b, 2, &gpc, sizeof gpc, global_groups, err);
+            st = smoe_record(p, SMOE_K_BITONIC, gspec, b, gpc, global_groups, err);
         }
         spec[3] = SMOE_SORT_MERGE;
         smoe_push_sort mpc = {len, total, k, 0, local_groups[0]};
-        if (!st) st = dispatch(p, "bitonic", spec, 5, b, 2, &mpc, sizeof mpc, local_groups, err);
+        if (!st) st = smoe_record(p, SMOE_K_BITONIC, spec, b, mpc, local_groups, err);
     }
     return st;
 }
@@ -233,24 +214,25 @@ static smoe_status record_route(smoe_program *p, const smoe_sparse_tensors *L, c
         bind(&L->tok_slot, assign ? SMOE_WRITE : SMOE_READ, f),
     };
     uint32_t spec[4] = {elem_wg(p->gpu), 1, 1, stage}, groups[3];
-    grid(p->gpu, smoe_div_up(items, spec[0]), groups);
+    smoe_grid(p->gpu, smoe_div_up(items, spec[0]), 1, groups);
     smoe_push_route pc = {
         (uint32_t)pl->G, (uint32_t)pl->groups, (uint32_t)pl->last, (uint32_t)pl->C, (uint32_t)pl->C_last,
         (uint32_t)pl->R, (uint32_t)d->n, (uint32_t)(d->kind == SMOE_MOE_TOKENS_CHOICE ? d->top_k : 0), sort_len1(pl),
         d->kind == SMOE_MOE_TOKENS_CHOICE ? sort_len2(d, pl) : 0, items, groups[0],
     };
-    return dispatch(p, "sparse_route", spec, 4, b, 10, &pc, sizeof pc, groups, err);
+    return smoe_record(p, SMOE_K_SPARSE_ROUTE, spec, b, pc, groups, err);
 }
 
 /* moe_gather over the experts' rows, or moe_combine / sparse_slot_dot. */
-static smoe_status record_slots(smoe_program *p, const char *shader, uint32_t weighted, smoe_binding b[4], uint32_t rows,
+static smoe_status record_slots(smoe_program *p, smoe_kernel k, uint32_t weighted, const smoe_binding b[4], uint32_t rows,
                                 const smoe_sparse_dims *d, const smoe_sparse_plan *pl, int per_row, smoe_err *err)
 {
     uint32_t spec[4] = {per_row ? TOKEN_WG_MAX : elem_wg(p->gpu), 1, 1, weighted}, groups[3];
     if (spec[0] > wg_limit(p->gpu)) spec[0] = wg_limit(p->gpu);
-    grid(p->gpu, per_row ? rows : smoe_div_up((uint64_t)rows * d->d, spec[0]), groups);
+    smoe_grid(p->gpu, per_row ? rows : smoe_div_up((uint64_t)rows * d->d, spec[0]), 1, groups);
     smoe_push_slots pc = {rows, (uint32_t)d->d, (uint32_t)pl->A, (uint32_t)pl->R, (uint32_t)d->n, groups[0]};
-    return dispatch(p, shader, spec, 4, b, 4, &pc, sizeof pc, groups, err); /* (slot_dot has no constant 3) */
+    uint32_t nspec = k == SMOE_K_SPARSE_SLOT_DOT ? 3 : 4; /* slot_dot has no constant 3 */
+    return smoe_record_kernel(p, k, spec, nspec, b, 4, &pc, sizeof pc, groups, err);
 }
 
 static smoe_experts_rec experts_of(const smoe_sparse_tensors *L, const smoe_sparse_dims *d, const smoe_sparse_plan *pl)
@@ -262,24 +244,13 @@ static smoe_experts_rec experts_of(const smoe_sparse_tensors *L, const smoe_spar
     return ex;
 }
 
-static smoe_status record_forward(smoe_program *p, const smoe_sparse_tensors *L, const smoe_sparse_dims *d, int mode,
-                                  smoe_err *err)
+/* The gates, the clean softmax, top-K and tau from the logits. */
+static smoe_status record_gates(smoe_program *p, const smoe_sparse_tensors *L, const smoe_sparse_dims *d, uint32_t T, int mode,
+                                smoe_err *err)
 {
-    smoe_sparse_plan pl;
-    smoe_sparse_plan_make(d, &pl);
-    const uint32_t T = (uint32_t)pl.T, n = (uint32_t)d->n, D = (uint32_t)d->d, rows = n * (uint32_t)pl.R;
+    const uint32_t n = (uint32_t)d->n;
     const int tc = d->kind == SMOE_MOE_TOKENS_CHOICE, aux = smoe_sparse_has_aux(d, mode), noise = mode == SMOE_ROUTE_TRAIN;
     const smoe_tensor *f = &L->gates;
-    smoe_status st;
-
-    /* logits = x W_g^T */
-    smoe_matmul mm = {
-        .M = T, .N = n, .K = D, .batch = 1, .trans_b = 1,
-        .a = smoe_mm_plain(L->x, D, 0), .b = smoe_mm_plain(L->gate, D, 0), .c = smoe_mm_plain(L->logits, n, 0),
-    };
-    if ((st = smoe_record_matmul(p, &mm, err))) return st;
-
-    /* gates, the clean softmax, top-K, tau */
     uint32_t gspec[7] = {token_wg(p->gpu, n), 1, 1, tc ? (uint32_t)d->top_k : 0, (uint32_t)noise, (uint32_t)aux,
                          (uint32_t)(aux && noise)};
     smoe_binding gb[7] = {
@@ -292,52 +263,81 @@ static smoe_status record_forward(smoe_program *p, const smoe_sparse_tensors *L,
         aux && noise ? bind(&L->thresh, SMOE_WRITE, f) : (smoe_binding){*f, SMOE_READ_WRITE},
     };
     uint32_t groups[3];
-    grid(p->gpu, T, groups);
+    smoe_grid(p->gpu, T, 1, groups);
     smoe_push_gates gpc = {T, n, (uint32_t)d->layer, 1.0f / (float)n, groups[0]};
-    if ((st = dispatch(p, "sparse_gates", gspec, 7, gb, 7, &gpc, sizeof gpc, groups, err))) return st;
+    return smoe_record(p, SMOE_K_SPARSE_GATES, gspec, gb, gpc, groups, err);
+}
 
-    /* the routing into the slot tables */
+/* The routing into the slot tables: sort keys, sorts, assignment. */
+static smoe_status record_routing(smoe_program *p, const smoe_sparse_tensors *L, const smoe_sparse_dims *d,
+                                  const smoe_sparse_plan *pl, smoe_err *err)
+{
+    smoe_status st;
     if ((st = smoe_program_fill(p, &L->slot_token, SMOE_NO_SLOT_U, err))) return st;
     if ((st = smoe_program_fill(p, &L->slot_gate, 0, err))) return st;
-    const uint32_t limit = sort_block_limit(p->gpu, d), len1 = sort_len1(&pl), G = (uint32_t)pl.groups;
-    if (tc) {
-        const uint32_t len2 = sort_len2(d, &pl);
-        if ((st = record_route(p, L, d, &pl, SMOE_ROUTE_TC_KEYS1, G * len1, err))) return st;
+    const uint32_t limit = sort_block_limit(p->gpu, d), len1 = sort_len1(pl), G = (uint32_t)pl->groups, n = (uint32_t)d->n;
+    if (d->kind == SMOE_MOE_TOKENS_CHOICE) {
+        const uint32_t len2 = sort_len2(d, pl);
+        if ((st = record_route(p, L, d, pl, SMOE_ROUTE_TC_KEYS1, G * len1, err))) return st;
         if ((st = record_sort(p, &L->keys1, &L->vals1, G, len1, limit, err))) return st;
-        if ((st = record_route(p, L, d, &pl, SMOE_ROUTE_TC_KEYS2, G * len2, err))) return st;
+        if ((st = record_route(p, L, d, pl, SMOE_ROUTE_TC_KEYS2, G * len2, err))) return st;
         if ((st = record_sort(p, &L->keys2, &L->vals2, G, len2, limit, err))) return st;
-        if ((st = record_route(p, L, d, &pl, SMOE_ROUTE_TC_ASSIGN, G * len2, err))) return st;
-    } else {
-        if ((st = smoe_program_fill(p, &L->tok_slot, SMOE_NO_SLOT_U, err))) return st;
-        if ((st = record_route(p, L, d, &pl, SMOE_ROUTE_EC_KEYS, G * n * len1, err))) return st;
-        if ((st = record_sort(p, &L->keys1, &L->vals1, G * n, len1, limit, err))) return st;
-        if ((st = record_route(p, L, d, &pl, SMOE_ROUTE_EC_ASSIGN, G * n * (uint32_t)pl.C, err))) return st;
+        return record_route(p, L, d, pl, SMOE_ROUTE_TC_ASSIGN, G * len2, err);
     }
+    if ((st = smoe_program_fill(p, &L->tok_slot, SMOE_NO_SLOT_U, err))) return st;
+    if ((st = record_route(p, L, d, pl, SMOE_ROUTE_EC_KEYS, G * n * len1, err))) return st;
+    if ((st = record_sort(p, &L->keys1, &L->vals1, G * n, len1, limit, err))) return st;
+    return record_route(p, L, d, pl, SMOE_ROUTE_EC_ASSIGN, G * n * (uint32_t)pl->C, err);
+}
 
-    /* dispatch, the experts, combine */
-    smoe_binding xb[4] = {{L->x, SMOE_READ}, {L->slot_token, SMOE_READ}, {L->slot_gate, SMOE_READ}, {L->xs, SMOE_WRITE}};
-    if ((st = record_slots(p, "moe_gather", 0, xb, rows, d, &pl, 0, err))) return st;
-    smoe_experts_rec ex = experts_of(L, d, &pl);
-    if ((st = smoe_record_experts_forward(p, &ex, err))) return st;
-    smoe_binding cb[4] = {{L->out, SMOE_READ}, {L->tok_slot, SMOE_READ}, {L->slot_gate, SMOE_READ}, {L->y, SMOE_WRITE}};
-    if ((st = record_slots(p, "moe_combine", 1, cb, T, d, &pl, 1, err))) return st;
-    if (!aux) return SMOE_OK;
-
-    /* the auxiliary losses: per group, then their sum */
+/* The auxiliary losses: per group, then their sum. */
+static smoe_status record_aux(smoe_program *p, const smoe_sparse_tensors *L, const smoe_sparse_dims *d,
+                              const smoe_sparse_plan *pl, int noise, smoe_err *err)
+{
+    const uint32_t n = (uint32_t)d->n, G = (uint32_t)pl->groups;
     smoe_binding ab[6] = {
         {L->probs, SMOE_READ}, {L->logits, SMOE_READ}, noise ? (smoe_binding){L->thresh, SMOE_READ} : (smoe_binding){L->logits, SMOE_READ},
         {L->stats, SMOE_READ_WRITE}, {L->group_loss, SMOE_WRITE}, {L->aux, SMOE_READ},
     };
-    uint32_t aspec[5] = {token_wg(p->gpu, n), 1, 1, 0, (uint32_t)noise};
-    smoe_push_aux apc = {(uint32_t)pl.G, G, (uint32_t)pl.last, n, d->importance_weight, d->load_weight};
-    grid(p->gpu, G, groups);
-    if ((st = dispatch(p, "sparse_aux", aspec, 5, ab, 6, &apc, sizeof apc, groups, err))) return st;
+    uint32_t aspec[5] = {token_wg(p->gpu, n), 1, 1, 0, (uint32_t)noise}, groups[3];
+    smoe_push_aux apc = {(uint32_t)pl->G, G, (uint32_t)pl->last, n, d->importance_weight, d->load_weight};
+    smoe_grid(p->gpu, G, 1, groups);
+    smoe_status st = smoe_record(p, SMOE_K_SPARSE_AUX, aspec, ab, apc, groups, err);
+    if (st) return st;
     aspec[3] = 1;
     ab[3].access = SMOE_READ;
     ab[4].access = SMOE_READ;
     ab[5].access = SMOE_WRITE;
     uint32_t one[3] = {1, 1, 1};
-    return dispatch(p, "sparse_aux", aspec, 5, ab, 6, &apc, sizeof apc, one, err);
+    return smoe_record(p, SMOE_K_SPARSE_AUX, aspec, ab, apc, one, err);
+}
+
+static smoe_status record_forward(smoe_program *p, const smoe_sparse_tensors *L, const smoe_sparse_dims *d, int mode,
+                                  smoe_err *err)
+{
+    smoe_sparse_plan pl;
+    smoe_sparse_plan_make(d, &pl);
+    const uint32_t T = (uint32_t)pl.T, n = (uint32_t)d->n, D = (uint32_t)d->d, rows = n * (uint32_t)pl.R;
+    smoe_status st;
+
+    /* logits = x W_g^T */
+    smoe_matmul mm = {
+        .M = T, .N = n, .K = D, .batch = 1, .trans_b = 1,
+        .a = smoe_mm_plain(L->x, D, 0), .b = smoe_mm_plain(L->gate, D, 0), .c = smoe_mm_plain(L->logits, n, 0),
+    };
+    if ((st = smoe_record_matmul(p, &mm, err))) return st;
+    if ((st = record_gates(p, L, d, T, mode, err))) return st;
+    if ((st = record_routing(p, L, d, &pl, err))) return st;
+
+    /* dispatch, the experts, combine */
+    smoe_binding xb[4] = {{L->x, SMOE_READ}, {L->slot_token, SMOE_READ}, {L->slot_gate, SMOE_READ}, {L->xs, SMOE_WRITE}};
+    if ((st = record_slots(p, SMOE_K_MOE_GATHER, 0, xb, rows, d, &pl, 0, err))) return st;
+    smoe_experts_rec ex = experts_of(L, d, &pl);
+    if ((st = smoe_record_experts_forward(p, &ex, err))) return st;
+    smoe_binding cb[4] = {{L->out, SMOE_READ}, {L->tok_slot, SMOE_READ}, {L->slot_gate, SMOE_READ}, {L->y, SMOE_WRITE}};
+    if ((st = record_slots(p, SMOE_K_MOE_COMBINE, 1, cb, T, d, &pl, 1, err))) return st;
+    if (!smoe_sparse_has_aux(d, mode)) return SMOE_OK;
+    return record_aux(p, L, d, &pl, mode == SMOE_ROUTE_TRAIN, err);
 }
 
 static smoe_status record_backward(smoe_program *p, const smoe_sparse_tensors *L, const smoe_sparse_dims *d, int mode,
@@ -352,19 +352,19 @@ static smoe_status record_backward(smoe_program *p, const smoe_sparse_tensors *L
 
     /* into the experts: G_out = gate * dy; their backward; dx through them */
     smoe_binding gb[4] = {{L->dy, SMOE_READ}, {L->slot_token, SMOE_READ}, {L->slot_gate, SMOE_READ}, {L->g_out, SMOE_WRITE}};
-    if ((st = record_slots(p, "moe_gather", 1, gb, rows, d, &pl, 0, err))) return st;
+    if ((st = record_slots(p, SMOE_K_MOE_GATHER, 1, gb, rows, d, &pl, 0, err))) return st;
     smoe_experts_rec ex = experts_of(L, d, &pl);
     uint32_t R = (uint32_t)pl.R;
     if ((st = smoe_record_experts_backward(p, &ex, smoe_mm_plain(L->g_out, D, R * D), L->g_pre, smoe_mm_plain(L->g_xs, D, R * D),
                                            L->g_w1, L->g_b1, L->g_w2, L->g_b2, err)))
         return st;
     smoe_binding cb[4] = {{L->g_xs, SMOE_READ}, {L->tok_slot, SMOE_READ}, {L->slot_gate, SMOE_READ}, {L->dx, SMOE_WRITE}};
-    if ((st = record_slots(p, "moe_combine", 0, cb, T, d, &pl, 1, err))) return st;
+    if ((st = record_slots(p, SMOE_K_MOE_COMBINE, 0, cb, T, d, &pl, 1, err))) return st;
 
     /* the combine weights' gradients dy . out per kept assignment, then the router's backward */
     if ((st = smoe_program_fill(p, &L->dlogits, 0, err))) return st;
     smoe_binding sb[4] = {{L->dy, SMOE_READ}, {L->out, SMOE_READ}, {L->slot_token, SMOE_READ}, {L->dlogits, SMOE_WRITE}};
-    if ((st = record_slots(p, "sparse_slot_dot", 0, sb, rows, d, &pl, 1, err))) return st;
+    if ((st = record_slots(p, SMOE_K_SPARSE_SLOT_DOT, 0, sb, rows, d, &pl, 1, err))) return st;
     smoe_binding rb[7] = {
         {L->gates, SMOE_READ},
         aux ? bind(&L->probs, SMOE_READ, f) : (smoe_binding){*f, SMOE_READ},
@@ -375,9 +375,9 @@ static smoe_status record_backward(smoe_program *p, const smoe_sparse_tensors *L
         {L->dlogits, SMOE_READ_WRITE},
     };
     uint32_t rspec[5] = {token_wg(p->gpu, n), 1, 1, (uint32_t)aux, (uint32_t)load}, groups[3];
-    grid(p->gpu, T, groups);
+    smoe_grid(p->gpu, T, 1, groups);
     smoe_push_router_bwd rpc = {T, n, (uint32_t)pl.G, (uint32_t)(tc ? d->top_k : 0), groups[0]};
-    if ((st = dispatch(p, "sparse_router_bwd", rspec, 5, rb, 7, &rpc, sizeof rpc, groups, err))) return st;
+    if ((st = smoe_record(p, SMOE_K_SPARSE_ROUTER_BWD, rspec, rb, rpc, groups, err))) return st;
 
     /* logits = x W_g^T: dW_g = dlogits^T x, dx += dlogits W_g */
     smoe_matmul mm = {

@@ -61,15 +61,6 @@ static uint32_t elem_wg(const smoe_gpu *gpu)
     return pow2_floor(lim ? lim : 1);
 }
 
-/* count workgroups as (x, y) within the device's per-dimension limit; z = batch */
-static void grid(const smoe_gpu *gpu, uint32_t count, uint32_t batch, uint32_t groups[3])
-{
-    uint32_t maxx = gpu->info.max_workgroup_count[0];
-    groups[0] = count < maxx ? count : maxx;
-    groups[1] = groups[0] ? smoe_div_up(count, groups[0]) : 0;
-    groups[2] = batch;
-}
-
 /* A 2D workgroup {32, y} for column kernels, y a power of two that the device allows; y = 1 (no
  * tree over y, no barrier) where row kernels run an invocation per vector. */
 static void col_wg(const smoe_gpu *gpu, uint32_t spec[3])
@@ -83,7 +74,7 @@ static void col_wg(const smoe_gpu *gpu, uint32_t spec[3])
 
 /* One workgroup per row of [rows x cols], or one invocation per row (gpu->row_serial: drivers
  * that run shaders on the CPU; ROW_SERIAL in common/util.glsl). */
-static smoe_status record_rows(smoe_program *p, const char *shader, const smoe_binding *b, uint32_t nb,
+static smoe_status record_rows(smoe_program *p, smoe_kernel k, const smoe_binding *b, uint32_t nb,
                                uint32_t rows, uint32_t cols, float alpha, const uint32_t *extra_spec,
                                uint32_t extra_count, smoe_err *err)
 {
@@ -91,13 +82,10 @@ static smoe_status record_rows(smoe_program *p, const char *shader, const smoe_b
     uint32_t spec[SMOE_ROW_SPEC_COUNT] = {ROW_WG, 1, 1};
     for (uint32_t i = 0; i < extra_count; i++) spec[3 + i] = extra_spec[i];
     spec[SMOE_ROW_SERIAL_ID] = serial;
-    const smoe_pipeline *pl;
-    smoe_status st = smoe_pipeline_get(p->gpu, shader, nb, sizeof(smoe_push_rows), spec, SMOE_ROW_SPEC_COUNT, &pl, err);
-    if (st) return st;
     uint32_t groups[3];
-    grid(p->gpu, serial ? smoe_div_up(rows, ROW_WG) : rows, 1, groups);
+    smoe_grid(p->gpu, serial ? smoe_div_up(rows, ROW_WG) : rows, 1, groups);
     smoe_push_rows pc = {rows, cols, groups[0], alpha};
-    return smoe_program_dispatch(p, pl, b, nb, &pc, sizeof pc, groups, err);
+    return smoe_record_kernel(p, k, spec, SMOE_LEN(spec), b, nb, &pc, sizeof pc, groups, err);
 }
 
 /* (ops.h) */
@@ -105,14 +93,11 @@ smoe_status smoe_record_bcast(smoe_program *p, const smoe_tensor *x, const smoe_
                               uint32_t cols, float alpha, int accumulate, smoe_err *err)
 {
     uint32_t spec[3] = {elem_wg(p->gpu), 1, 1};
-    const smoe_pipeline *pl;
-    smoe_status st = smoe_pipeline_get(p->gpu, "broadcast", 2, sizeof(smoe_push_bcast), spec, 3, &pl, err);
-    if (st) return st;
     uint32_t groups[3];
-    grid(p->gpu, smoe_div_up(n, spec[0]), 1, groups);
+    smoe_grid(p->gpu, smoe_div_up(n, spec[0]), 1, groups);
     smoe_push_bcast pc = {n, rows, cols, alpha, accumulate != 0, groups[0]};
     smoe_binding b[2] = {{*x, SMOE_READ}, {*y, accumulate ? SMOE_READ_WRITE : SMOE_WRITE}};
-    return smoe_program_dispatch(p, pl, b, 2, &pc, sizeof pc, groups, err);
+    return smoe_record(p, SMOE_K_BROADCAST, spec, b, pc, groups, err);
 }
 
 /* (ops.h) */
@@ -121,14 +106,11 @@ smoe_status smoe_record_sum_rows(smoe_program *p, const smoe_tensor *x, const sm
 {
     uint32_t spec[3];
     col_wg(p->gpu, spec);
-    const smoe_pipeline *pl;
-    smoe_status st = smoe_pipeline_get(p->gpu, "sum_rows", 2, sizeof(smoe_push_sumrows), spec, 3, &pl, err);
-    if (st) return st;
     uint32_t groups[3];
-    grid(p->gpu, smoe_div_up(cols, spec[0]), batch, groups);
+    smoe_grid(p->gpu, smoe_div_up(cols, spec[0]), batch, groups);
     smoe_push_sumrows pc = {rows, cols, alpha, groups[0]};
     smoe_binding b[2] = {{*x, SMOE_READ}, {*y, SMOE_WRITE}};
-    return smoe_program_dispatch(p, pl, b, 2, &pc, sizeof pc, groups, err);
+    return smoe_record(p, SMOE_K_SUM_ROWS, spec, b, pc, groups, err);
 }
 
 static smoe_mm_operand operand(const smoe_tensor *t, uint32_t off, uint32_t ld, uint32_t bs)
@@ -333,13 +315,11 @@ smoe_status smoe_op_im2col(smoe_exec *ex, int b, int c, int H, int W, int P, con
     }
     smoe_program *p = ex->prog;
     uint32_t spec[3] = {elem_wg(p->gpu), 1, 1};
-    const smoe_pipeline *pl;
-    if ((st = smoe_pipeline_get(p->gpu, "im2col", 2, sizeof(smoe_push_im2col), spec, 3, &pl, err))) return st;
     uint32_t groups[3];
-    grid(p->gpu, smoe_div_up(n, spec[0]), 1, groups);
+    smoe_grid(p->gpu, smoe_div_up(n, spec[0]), 1, groups);
     smoe_push_im2col pc = {(uint32_t)n, (uint32_t)c, (uint32_t)H, (uint32_t)W, (uint32_t)P, groups[0]};
     smoe_binding bd[2] = {{*images, SMOE_READ}, {*patches, SMOE_WRITE}};
-    return smoe_program_dispatch(p, pl, bd, 2, &pc, sizeof pc, groups, err);
+    return smoe_record(p, SMOE_K_IM2COL, spec, bd, pc, groups, err);
 }
 
 /* ---- LayerNorm ---- */
@@ -366,7 +346,7 @@ smoe_status smoe_op_layernorm_forward(smoe_exec *ex, int rows, int d, const smoe
     }
     smoe_binding b[6] = {{*x, SMOE_READ},  {*gamma, SMOE_READ}, {*beta, SMOE_READ},
                          {*y, SMOE_WRITE}, {*mean, SMOE_WRITE}, {*rstd, SMOE_WRITE}};
-    return record_rows(ex->prog, "layernorm", b, 6, (uint32_t)rows, (uint32_t)d, LN_EPS, NULL, 0, err);
+    return record_rows(ex->prog, SMOE_K_LAYERNORM, b, SMOE_LEN(b), (uint32_t)rows, (uint32_t)d, LN_EPS, NULL, 0, err);
 }
 
 smoe_status smoe_op_layernorm_backward(smoe_exec *ex, int rows, int d, const smoe_tensor *x, const smoe_tensor *gamma,
@@ -392,17 +372,17 @@ smoe_status smoe_op_layernorm_backward(smoe_exec *ex, int rows, int d, const smo
     smoe_program *p = ex->prog;
     smoe_binding bx[6] = {{*x, SMOE_READ},    {*gamma, SMOE_READ}, {*mean, SMOE_READ},
                           {*rstd, SMOE_READ}, {*dy, SMOE_READ},    {*dx, SMOE_WRITE}};
-    if ((st = record_rows(p, "layernorm_bwd", bx, 6, (uint32_t)rows, (uint32_t)d, LN_EPS, NULL, 0, err))) return st;
+    if ((st = record_rows(p, SMOE_K_LAYERNORM_BWD, bx, SMOE_LEN(bx),
+                           (uint32_t)rows, (uint32_t)d, LN_EPS, NULL, 0, err)))
+        return st;
     uint32_t spec[3];
     col_wg(p->gpu, spec);
-    const smoe_pipeline *pl;
-    if ((st = smoe_pipeline_get(p->gpu, "layernorm_params_bwd", 6, sizeof(smoe_push_rows), spec, 3, &pl, err))) return st;
     uint32_t groups[3];
-    grid(p->gpu, smoe_div_up((uint64_t)d, spec[0]), 1, groups);
+    smoe_grid(p->gpu, smoe_div_up((uint64_t)d, spec[0]), 1, groups);
     smoe_push_rows pc = {(uint32_t)rows, (uint32_t)d, groups[0], 0.0f};
     smoe_binding bp[6] = {{*x, SMOE_READ}, {*mean, SMOE_READ},      {*rstd, SMOE_READ},
                           {*dy, SMOE_READ}, {*dgamma, SMOE_WRITE}, {*dbeta, SMOE_WRITE}};
-    return smoe_program_dispatch(p, pl, bp, 6, &pc, sizeof pc, groups, err);
+    return smoe_record(p, SMOE_K_LAYERNORM_PARAMS_BWD, spec, bp, pc, groups, err);
 }
 
 /* ---- Attention ---- */
@@ -452,7 +432,7 @@ smoe_status smoe_op_attention_forward(smoe_exec *ex, int b, int T, int dim, int 
     }
     /* P = softmax over every row of every head */
     smoe_binding bs[1] = {{*att, SMOE_READ_WRITE}};
-    if ((st = record_rows(p, "softmax_rows", bs, 1, (uint32_t)(B * NH * TT), t, 0.0f, NULL, 0, err))) return st;
+    if ((st = record_rows(p, SMOE_K_SOFTMAX_ROWS, bs, SMOE_LEN(bs), (uint32_t)(B * NH * TT), t, 0.0f, NULL, 0, err))) return st;
     /* out_h = P_h V_h */
     for (uint32_t h = 0; h < nh; h++) {
         smoe_matmul mm = {
@@ -506,7 +486,7 @@ smoe_status smoe_op_attention_backward(smoe_exec *ex, int b, int T, int dim, int
     }
     /* dS = P * (dP - rowsum(dP * P)), in place */
     smoe_binding bs[2] = {{*att, SMOE_READ}, {*datt, SMOE_READ_WRITE}};
-    if ((st = record_rows(p, "softmax_rows_bwd", bs, 2, (uint32_t)(B * NH * TT), t, 0.0f, NULL, 0, err))) return st;
+    if ((st = record_rows(p, SMOE_K_SOFTMAX_ROWS_BWD, bs, SMOE_LEN(bs), (uint32_t)(B * NH * TT), t, 0.0f, NULL, 0, err))) return st;
     for (uint32_t h = 0; h < nh; h++) {
         /* dQ_h = dS_h K_h / sqrt(hd) */
         smoe_matmul mm = {
@@ -648,7 +628,9 @@ smoe_status smoe_op_cross_entropy(smoe_exec *ex, int b, int classes, const smoe_
         {dlogits ? *dlogits : *probs, dlogits ? SMOE_WRITE : SMOE_READ},
     };
     float inv_b = b ? 1.0f / (float)b : 0.0f;
-    if ((st = record_rows(p, "cross_entropy", bd, 5, (uint32_t)b, (uint32_t)classes, inv_b, &has_d, 1, err))) return st;
+    if ((st = record_rows(p, SMOE_K_CROSS_ENTROPY, bd, SMOE_LEN(bd),
+                           (uint32_t)b, (uint32_t)classes, inv_b, &has_d, 1, err)))
+        return st;
     return smoe_record_sum_rows(p, losses, loss, (uint32_t)b, 1, 1, inv_b, err);
 }
 
@@ -711,11 +693,7 @@ smoe_status smoe_op_sum_squares(smoe_exec *ex, int count, const smoe_tensor *ten
     }
     if ((st = need(partial, total, op, "partial", err)) || (st = fits32(total, op, err))) return st;
     uint32_t wg = elem_wg(p->gpu);
-    const smoe_pipeline *pl0, *pl1;
-    uint32_t spec[4] = {wg, 1, 1, 0};
-    if ((st = smoe_pipeline_get(p->gpu, "sum_squares", 2, sizeof(smoe_push_sumsq), spec, 4, &pl0, err))) return st;
-    spec[3] = 1;
-    if ((st = smoe_pipeline_get(p->gpu, "sum_squares", 2, sizeof(smoe_push_sumsq), spec, 4, &pl1, err))) return st;
+    uint32_t spec0[4] = {wg, 1, 1, 0}, spec1[4] = {wg, 1, 1, 1}; /* level 0, level 1 */
     uint64_t off = 0;
     for (int i = 0; i < count; i++) {
         uint64_t n = tensors[i].bytes / 4, seg = sumsq_segment(n, p->gpu);
@@ -726,7 +704,7 @@ smoe_status smoe_op_sum_squares(smoe_exec *ex, int count, const smoe_tensor *ten
         smoe_push_sumsq pc = {(uint32_t)n, (uint32_t)seg};
         uint32_t groups[3] = {sumsq_groups(n, wg), 1, 1};
         smoe_binding b[2] = {{tensors[i], SMOE_READ}, {part, SMOE_WRITE}};
-        if (groups[0] && (st = smoe_program_dispatch(p, pl0, b, 2, &pc, sizeof pc, groups, err))) return st;
+        if (groups[0] && (st = smoe_record(p, SMOE_K_SUM_SQUARES, spec0, b, pc, groups, err))) return st;
         off += seg;
     }
     smoe_push_sumsq pc = {(uint32_t)total, 0};
@@ -734,7 +712,7 @@ smoe_status smoe_op_sum_squares(smoe_exec *ex, int count, const smoe_tensor *ten
     smoe_tensor whole = *partial;
     if (total) whole.bytes = total * 4;
     smoe_binding b[2] = {{whole, SMOE_READ}, {*out, SMOE_WRITE}};
-    return smoe_program_dispatch(p, pl1, b, 2, &pc, sizeof pc, groups, err);
+    return smoe_record(p, SMOE_K_SUM_SQUARES, spec1, b, pc, groups, err);
 }
 
 /* ---- Optimizer ---- */
@@ -765,13 +743,11 @@ smoe_status smoe_op_adamw(smoe_exec *ex, size_t n, const smoe_tensor *p, const s
     }
     smoe_program *pr = ex->prog;
     uint32_t spec[3] = {elem_wg(pr->gpu), 1, 1};
-    const smoe_pipeline *pl;
-    if ((st = smoe_pipeline_get(pr->gpu, "adamw", 6, sizeof(smoe_push_adamw), spec, 3, &pl, err))) return st;
     uint32_t groups[3];
-    grid(pr->gpu, smoe_div_up(n, spec[0]), 1, groups);
+    smoe_grid(pr->gpu, smoe_div_up(n, spec[0]), 1, groups);
     smoe_push_adamw pc = {(uint32_t)n, cfg->beta1, cfg->beta2, cfg->eps, cfg->wd, cfg->max_norm, groups[0],
                           cfg->lr_mult > 0 ? cfg->lr_mult : 1.0f};
     smoe_binding b[6] = {{*p, SMOE_READ_WRITE}, {*g, SMOE_READ},     {*m, SMOE_READ_WRITE},
                          {*v, SMOE_READ_WRITE}, {*state, SMOE_READ}, {*norm2, SMOE_READ}};
-    return smoe_program_dispatch(pr, pl, b, 6, &pc, sizeof pc, groups, err);
+    return smoe_record(pr, SMOE_K_ADAMW, spec, b, pc, groups, err);
 }

@@ -115,7 +115,9 @@
 
 #ifdef VULKAN /* GLSL compiled for Vulkan */
 #define SMOE_FIELD(type, name) type name;
-#define SMOE_PUSH(list) layout(push_constant) uniform Push { list(SMOE_FIELD) } pc;
+/* The block is named after its list (SMOE_PUSH_X): the kernel table (cmake/kernel_table.c) reads
+ * that name from the SPIR-V to check the shader's push constants against C's smoe_push_x. */
+#define SMOE_PUSH(list) layout(push_constant) uniform list { list(SMOE_FIELD) } pc;
 #else
 #include <stdint.h>
 typedef uint32_t smoe_glsl_uint;
