@@ -16,8 +16,9 @@ double smoe_bench_vulkan_peak(smoe_context *ctx);
 
 /* Whether calls on ctx can be profiled (a Vulkan queue with timestamps). */
 int smoe_bench_can_profile(smoe_context *ctx);
-/* Calls run(user) with every program begun during it recording per-dispatch GPU times into prof;
- * returns what run returned. Without profiling (smoe_bench_can_profile 0) just calls run. */
+/* Calls run(user) with every program begun during it recording per-dispatch GPU times into prof
+ * whenever it runs (so prof is to outlive them: free the models run made before prof); returns
+ * what run returned. Without profiling (smoe_bench_can_profile 0) just calls run. */
 int smoe_bench_profiled(smoe_context *ctx, smoe_profile *prof, int (*run)(void *user), void *user);
 
 /* A Soft MoE layer model of deterministic made-up weights: d model width, n experts, p slots
