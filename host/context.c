@@ -48,6 +48,7 @@ smoe_status smoe_context_create(smoe_context **out)
     *out = calloc(1, sizeof **out);
     if (!*out) return SMOE_ERROR_OUT_OF_HOST_MEMORY;
     (*out)->device_index = -1;
+    smoe_options_from_env(&(*out)->opts);
     return SMOE_OK;
 }
 
@@ -83,9 +84,7 @@ static void ensure_vulkan(smoe_context *ctx)
 {
     if (ctx->vk_tried) return;
     ctx->vk_tried = 1;
-    const char *v = getenv("SOFTMOE_VALIDATION");
-    int validate = 0;
-    if (v && v[0] && strcmp(v, "0")) validate = !strcmp(v, "sync") ? 2 : 1;
+    int validate = ctx->opts.validation;
     ctx->vi.on_validation = on_validation;
     ctx->vi.on_validation_user = ctx;
     ctx->vk_status = smoe_vk_instance_create(&ctx->vi, validate, &ctx->vk_err);
@@ -126,14 +125,14 @@ smoe_status smoe_context_open_device(smoe_context *ctx, const char *spec)
     if (!cpu_only) ensure_vulkan(ctx);
     uint32_t count = ctx->vk_status || cpu_only ? 0 : ctx->vi.physical_count;
     int index = -1;
-    smoe_status st = smoe_device_select(ctx->vi.infos, count, spec, &index, ctx->reason, sizeof ctx->reason, &err);
+    smoe_status st = smoe_device_select(ctx->vi.infos, count, spec, ctx->opts.device, &index, ctx->reason, sizeof ctx->reason, &err);
     if (st) {
         if (ctx->vk_status && st == SMOE_ERROR_NO_DEVICE)
             smoe_fail_prefix(&err, st, "%s", ctx->vk_err.msg);
         return smoe_ctx_error(ctx, st, &err);
     }
     if (index >= 0) {
-        st = smoe_gpu_create(&ctx->gpu, &ctx->vi, (uint32_t)index, &err);
+        st = smoe_gpu_create(&ctx->gpu, &ctx->vi, (uint32_t)index, &ctx->opts, &err);
         if (st) return smoe_ctx_error(ctx, st, &err);
         ctx->device = ctx->gpu.info;
         char why[512];
@@ -188,7 +187,7 @@ smoe_status smoe_context_open_vulkan_external(smoe_context *ctx, const smoe_vulk
     smoe_status st = smoe_vk_instance_adopt(&ctx->vi, gipa, (VkInstance)ext->instance,
                                             (VkPhysicalDevice)ext->physical_device, &err);
     if (!st) {
-        st = smoe_gpu_adopt(&ctx->gpu, &ctx->vi, ext, &err);
+        st = smoe_gpu_adopt(&ctx->gpu, &ctx->vi, ext, &ctx->opts, &err);
         if (st) smoe_vk_instance_destroy(&ctx->vi);
     }
     if (st) return smoe_ctx_error(ctx, st, &err);

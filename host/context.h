@@ -9,6 +9,7 @@ struct smoe_context {
     smoe_err err;
     smoe_log_fn log;
     void *log_user;
+    smoe_options opts; /* the policy, read from the environment at creation (options.h) */
 
     /* Vulkan instance, created on first need; vk_status says whether that worked. */
     int vk_tried;

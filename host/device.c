@@ -47,8 +47,6 @@ uint32_t smoe_device_quirks(const smoe_device_info *info, char *why, size_t why_
             if (used >= why_size) used = why_size - 1;
         }
     }
-    const char *env = getenv("SOFTMOE_FORCE_STAGING");
-    if (env && env[0] == '1') q |= SMOE_QUIRK_FORCE_STAGING;
     return q;
 }
 
@@ -136,96 +134,104 @@ static int compute_queue_family(const smoe_vk_instance_fns *fn, VkPhysicalDevice
     return 1;
 }
 
-static void fill_info(const smoe_vk_instance_fns *fn, VkPhysicalDevice pd, uint32_t index,
-                      smoe_device_info *info)
+/* The device extensions a capability record asks about. */
+typedef struct ext_flags {
+    int v11, ssc, drv, push, s16, f16;
+} ext_flags;
+
+static ext_flags device_extensions(const smoe_vk_instance_fns *fn, VkPhysicalDevice pd, uint32_t api)
 {
-    memset(info, 0, sizeof *info);
-    info->index = (int)index;
+    uint32_t n = 0;
+    fn->vkEnumerateDeviceExtensionProperties(pd, NULL, &n, NULL);
+    VkExtensionProperties *ext = calloc(n ? n : 1, sizeof *ext);
+    if (ext) fn->vkEnumerateDeviceExtensionProperties(pd, NULL, &n, ext);
+    else n = 0;
+    int v12 = api >= VK_API_VERSION_1_2, v13 = api >= VK_API_VERSION_1_3;
+    ext_flags e = {
+        .v11 = api >= VK_API_VERSION_1_1,
+        .ssc = v13 || has_extension(ext, n, VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME),
+        .drv = v12 || has_extension(ext, n, VK_KHR_DRIVER_PROPERTIES_EXTENSION_NAME),
+        .push = has_extension(ext, n, VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME),
+        .s16 = api >= VK_API_VERSION_1_1 || has_extension(ext, n, VK_KHR_16BIT_STORAGE_EXTENSION_NAME),
+        .f16 = v12 || has_extension(ext, n, VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME),
+    };
+    free(ext);
+    return e;
+}
 
-    VkPhysicalDeviceProperties base;
-    fn->vkGetPhysicalDeviceProperties(pd, &base);
-    info->api_version = base.apiVersion;
-
+/* Subgroup sizes, the largest allocation, the driver's identity (Vulkan 1.1 properties). */
+static void fill_properties2(const smoe_vk_instance_fns *fn, VkPhysicalDevice pd, const ext_flags *e,
+                             smoe_device_info *info)
+{
     VkPhysicalDeviceDriverProperties drv = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES};
     VkPhysicalDeviceSubgroupProperties sub = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
     VkPhysicalDeviceSubgroupSizeControlProperties ssc = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_PROPERTIES};
     VkPhysicalDeviceMaintenance3Properties m3 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES};
     VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2};
-
-    uint32_t next_count = 0;
-    fn->vkEnumerateDeviceExtensionProperties(pd, NULL, &next_count, NULL);
-    VkExtensionProperties *ext = calloc(next_count ? next_count : 1, sizeof *ext);
-    if (ext) fn->vkEnumerateDeviceExtensionProperties(pd, NULL, &next_count, ext);
-    else next_count = 0;
-
-    int v11 = base.apiVersion >= VK_API_VERSION_1_1;
-    int v12 = base.apiVersion >= VK_API_VERSION_1_2;
-    int v13 = base.apiVersion >= VK_API_VERSION_1_3;
-    int has_ssc = v13 || has_extension(ext, next_count, VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME);
-    int has_drv = v12 || has_extension(ext, next_count, VK_KHR_DRIVER_PROPERTIES_EXTENSION_NAME);
-    info->push_descriptors = has_extension(ext, next_count, VK_KHR_PUSH_DESCRIPTOR_EXTENSION_NAME);
-    int has_16bit = v11 || has_extension(ext, next_count, VK_KHR_16BIT_STORAGE_EXTENSION_NAME);
-    int has_f16 = v12 || has_extension(ext, next_count, VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME);
-
-    if (v11 && fn->vkGetPhysicalDeviceProperties2) {
-        void *chain = NULL;
-        sub.pNext = chain; chain = &sub;
-        m3.pNext = chain; chain = &m3;
-        if (has_ssc) { ssc.pNext = chain; chain = &ssc; }
-        if (has_drv) { drv.pNext = chain; chain = &drv; }
-        p2.pNext = chain;
-        fn->vkGetPhysicalDeviceProperties2(pd, &p2);
-        info->subgroup_size = sub.subgroupSize;
-        info->max_allocation_size = m3.maxMemoryAllocationSize;
-        if (has_ssc) {
-            info->min_subgroup_size = ssc.minSubgroupSize;
-            info->max_subgroup_size = ssc.maxSubgroupSize;
-        }
-        if (has_drv) {
-            snprintf(info->driver_name, sizeof info->driver_name, "%s", drv.driverName);
-            snprintf(info->driver_info, sizeof info->driver_info, "%s", drv.driverInfo);
-            info->driver_id = (uint32_t)drv.driverID;
-        }
+    void *chain = NULL;
+    sub.pNext = chain; chain = &sub;
+    m3.pNext = chain; chain = &m3;
+    if (e->ssc) { ssc.pNext = chain; chain = &ssc; }
+    if (e->drv) { drv.pNext = chain; chain = &drv; }
+    p2.pNext = chain;
+    fn->vkGetPhysicalDeviceProperties2(pd, &p2);
+    info->subgroup_size = sub.subgroupSize;
+    info->max_allocation_size = m3.maxMemoryAllocationSize;
+    if (e->ssc) {
+        info->min_subgroup_size = ssc.minSubgroupSize;
+        info->max_subgroup_size = ssc.maxSubgroupSize;
     }
-    if (!info->subgroup_size) info->subgroup_size = 1;
-    if (!info->min_subgroup_size) info->min_subgroup_size = info->subgroup_size;
-    if (!info->max_subgroup_size) info->max_subgroup_size = info->subgroup_size;
-    /* Vulkan 1.0 guarantees allocations of at least 2^30 bytes when the property is absent. */
-    if (!info->max_allocation_size) info->max_allocation_size = 1ull << 30;
-
-    if (v11 && fn->vkGetPhysicalDeviceFeatures2) {
-        VkPhysicalDevice16BitStorageFeatures s16 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
-        VkPhysicalDeviceShaderFloat16Int8Features f16 = {
-            .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES};
-        VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
-        void *chain = NULL;
-        if (has_16bit) { s16.pNext = chain; chain = &s16; }
-        if (has_f16) { f16.pNext = chain; chain = &f16; }
-        f2.pNext = chain;
-        fn->vkGetPhysicalDeviceFeatures2(pd, &f2);
-        info->storage_buffer_16bit = has_16bit && s16.storageBuffer16BitAccess;
-        info->shader_float16 = has_f16 && f16.shaderFloat16;
+    if (e->drv) {
+        snprintf(info->driver_name, sizeof info->driver_name, "%s", drv.driverName);
+        snprintf(info->driver_info, sizeof info->driver_info, "%s", drv.driverInfo);
+        info->driver_id = (uint32_t)drv.driverID;
     }
-    free(ext);
+}
 
-    snprintf(info->name, sizeof info->name, "%s", base.deviceName);
-    info->kind = kind_of(base.deviceType);
-    info->vendor_id = base.vendorID;
-    info->device_id = base.deviceID;
-    info->driver_version = base.driverVersion;
-    info->max_shared_memory = base.limits.maxComputeSharedMemorySize;
-    info->max_workgroup_invocations = base.limits.maxComputeWorkGroupInvocations;
+/* 16-bit storage and float16 arithmetic (Vulkan 1.1 features). */
+static void fill_features2(const smoe_vk_instance_fns *fn, VkPhysicalDevice pd, const ext_flags *e,
+                           smoe_device_info *info)
+{
+    VkPhysicalDevice16BitStorageFeatures s16 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
+    VkPhysicalDeviceShaderFloat16Int8Features f16 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES};
+    VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
+    void *chain = NULL;
+    if (e->s16) { s16.pNext = chain; chain = &s16; }
+    if (e->f16) { f16.pNext = chain; chain = &f16; }
+    f2.pNext = chain;
+    fn->vkGetPhysicalDeviceFeatures2(pd, &f2);
+    info->storage_buffer_16bit = e->s16 && s16.storageBuffer16BitAccess;
+    info->shader_float16 = e->f16 && f16.shaderFloat16;
+}
+
+/* What the Vulkan 1.0 properties say: identity and limits. */
+static void fill_limits(const VkPhysicalDeviceProperties *base, smoe_device_info *info)
+{
+    snprintf(info->name, sizeof info->name, "%s", base->deviceName);
+    info->kind = kind_of(base->deviceType);
+    info->vendor_id = base->vendorID;
+    info->device_id = base->deviceID;
+    info->driver_version = base->driverVersion;
+    const VkPhysicalDeviceLimits *l = &base->limits;
+    info->max_shared_memory = l->maxComputeSharedMemorySize;
+    info->max_workgroup_invocations = l->maxComputeWorkGroupInvocations;
     for (int i = 0; i < 3; i++) {
-        info->max_workgroup_size[i] = base.limits.maxComputeWorkGroupSize[i];
-        info->max_workgroup_count[i] = base.limits.maxComputeWorkGroupCount[i];
+        info->max_workgroup_size[i] = l->maxComputeWorkGroupSize[i];
+        info->max_workgroup_count[i] = l->maxComputeWorkGroupCount[i];
     }
-    info->max_storage_buffer_range = base.limits.maxStorageBufferRange;
-    info->min_storage_buffer_offset_alignment = base.limits.minStorageBufferOffsetAlignment;
-    info->timestamp_period_ns = base.limits.timestampPeriod;
-    info->timestamp_compute_and_graphics = base.limits.timestampComputeAndGraphics;
-    info->max_texel_buffer_elements = base.limits.maxTexelBufferElements;
-    info->min_texel_buffer_offset_alignment = base.limits.minTexelBufferOffsetAlignment;
+    info->max_storage_buffer_range = l->maxStorageBufferRange;
+    info->min_storage_buffer_offset_alignment = l->minStorageBufferOffsetAlignment;
+    info->timestamp_period_ns = l->timestampPeriod;
+    info->timestamp_compute_and_graphics = l->timestampComputeAndGraphics;
+    info->max_texel_buffer_elements = l->maxTexelBufferElements;
+    info->min_texel_buffer_offset_alignment = l->minTexelBufferOffsetAlignment;
+}
+
+/* Texel buffer formats, the compute queue's timestamps, the largest device-local heap. */
+static void fill_formats_queue_memory(const smoe_vk_instance_fns *fn, VkPhysicalDevice pd, float timestamp_period,
+                                      smoe_device_info *info)
+{
     /* Both formats are mandatory for uniform texel buffers; asked all the same. */
     if (fn->vkGetPhysicalDeviceFormatProperties) {
         VkFormatProperties fp;
@@ -234,19 +240,38 @@ static void fill_info(const smoe_vk_instance_fns *fn, VkPhysicalDevice pd, uint3
         fn->vkGetPhysicalDeviceFormatProperties(pd, VK_FORMAT_R32_SFLOAT, &fp);
         info->texel_buffer_r32f = (fp.bufferFeatures & VK_FORMAT_FEATURE_UNIFORM_TEXEL_BUFFER_BIT) != 0;
     }
-
     uint32_t family = 0, ts_bits = 0;
     if (compute_queue_family(fn, pd, &family, &ts_bits)) {
         info->timestamp_valid_bits = ts_bits;
-        info->timestamps = ts_bits > 0 && base.limits.timestampPeriod > 0;
+        info->timestamps = ts_bits > 0 && timestamp_period > 0;
     }
-
     VkPhysicalDeviceMemoryProperties mem;
     fn->vkGetPhysicalDeviceMemoryProperties(pd, &mem);
     for (uint32_t i = 0; i < mem.memoryHeapCount; i++)
         if ((mem.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) &&
             mem.memoryHeaps[i].size > info->device_local_memory)
             info->device_local_memory = mem.memoryHeaps[i].size;
+}
+
+static void fill_info(const smoe_vk_instance_fns *fn, VkPhysicalDevice pd, uint32_t index,
+                      smoe_device_info *info)
+{
+    memset(info, 0, sizeof *info);
+    info->index = (int)index;
+    VkPhysicalDeviceProperties base;
+    fn->vkGetPhysicalDeviceProperties(pd, &base);
+    info->api_version = base.apiVersion;
+    ext_flags e = device_extensions(fn, pd, base.apiVersion);
+    info->push_descriptors = e.push;
+    if (e.v11 && fn->vkGetPhysicalDeviceProperties2) fill_properties2(fn, pd, &e, info);
+    if (!info->subgroup_size) info->subgroup_size = 1;
+    if (!info->min_subgroup_size) info->min_subgroup_size = info->subgroup_size;
+    if (!info->max_subgroup_size) info->max_subgroup_size = info->subgroup_size;
+    /* Vulkan 1.0 guarantees allocations of at least 2^30 bytes when the property is absent. */
+    if (!info->max_allocation_size) info->max_allocation_size = 1ull << 30;
+    if (e.v11 && fn->vkGetPhysicalDeviceFeatures2) fill_features2(fn, pd, &e, info);
+    fill_limits(&base, info);
+    fill_formats_queue_memory(fn, pd, base.limits.timestampPeriod, info);
     info->compute_units = 0;
 }
 
@@ -292,51 +317,49 @@ static int has_instance_extension(const smoe_vk_instance_fns *fn, const char *la
     return found;
 }
 
-smoe_status smoe_vk_instance_create(smoe_vk_instance *vi, int validate, smoe_err *err)
-{
-    smoe_status st = smoe_vk_open_loader(&vi->loader, &vi->fn, err);
-    if (st) return st;
-    const smoe_vk_instance_fns *fn = &vi->fn;
-
-    uint32_t loader_version = VK_API_VERSION_1_0;
-    if (fn->vkEnumerateInstanceVersion) fn->vkEnumerateInstanceVersion(&loader_version);
-    if (loader_version < VK_API_VERSION_1_1) {
-        smoe_vk_instance_destroy(vi);
-        return smoe_fail(err, SMOE_ERROR_UNSUPPORTED, "the Vulkan loader supports only Vulkan 1.0; softmoe needs 1.1");
-    }
-
+/* The layers and extensions of a new instance. */
+typedef struct instance_setup {
     const char *layers[1];
-    uint32_t layer_count = 0;
+    uint32_t layer_count;
     const char *exts[2];
-    uint32_t ext_count = 0;
+    uint32_t ext_count;
+    int debug_utils, portability;
+    uint32_t loader_version;
+} instance_setup;
+
+static smoe_status instance_setup_make(const smoe_vk_instance_fns *fn, int validate, instance_setup *is, smoe_err *err)
+{
+    memset(is, 0, sizeof *is);
+    is->loader_version = VK_API_VERSION_1_0;
+    if (fn->vkEnumerateInstanceVersion) fn->vkEnumerateInstanceVersion(&is->loader_version);
+    if (is->loader_version < VK_API_VERSION_1_1)
+        return smoe_fail(err, SMOE_ERROR_UNSUPPORTED, "the Vulkan loader supports only Vulkan 1.0; softmoe needs 1.1");
     const char *validation = "VK_LAYER_KHRONOS_validation";
     if (validate) {
-        if (!has_layer(fn, validation)) {
-            smoe_vk_instance_destroy(vi);
+        if (!has_layer(fn, validation))
             return smoe_fail(err, SMOE_ERROR_UNSUPPORTED,
                              "validation was asked for (SOFTMOE_VALIDATION) but %s is not installed "
                              "(Debian: vulkan-validationlayers)", validation);
-        }
-        layers[layer_count++] = validation;
+        is->layers[is->layer_count++] = validation;
     }
-    int debug_utils = validate && has_instance_extension(fn, NULL, VK_EXT_DEBUG_UTILS_EXTENSION_NAME);
-    if (debug_utils) exts[ext_count++] = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
-    int portability = has_instance_extension(fn, NULL, VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME);
-    if (portability) exts[ext_count++] = VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME;
+    is->debug_utils = validate && has_instance_extension(fn, NULL, VK_EXT_DEBUG_UTILS_EXTENSION_NAME);
+    if (is->debug_utils) is->exts[is->ext_count++] = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
+    is->portability = has_instance_extension(fn, NULL, VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME);
+    if (is->portability) is->exts[is->ext_count++] = VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME;
+    return SMOE_OK;
+}
 
+/* vkCreateInstance, and the messenger that reports validation messages. */
+static smoe_status instance_make(smoe_vk_instance *vi, int validate, const instance_setup *is, smoe_err *err)
+{
     VkApplicationInfo app = {
         .sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
         .pApplicationName = "softmoe",
         .pEngineName = "softmoe",
         .engineVersion = SMOE_VERSION,
-        .apiVersion = loader_version >= VK_API_VERSION_1_3 ? VK_API_VERSION_1_3 : loader_version,
+        .apiVersion = is->loader_version >= VK_API_VERSION_1_3 ? VK_API_VERSION_1_3 : is->loader_version,
     };
     VkValidationFeatureEnableEXT sync_enable = VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT;
-    VkValidationFeaturesEXT features = {
-        .sType = VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT,
-        .enabledValidationFeatureCount = 1,
-        .pEnabledValidationFeatures = &sync_enable,
-    };
     VkDebugUtilsMessengerCreateInfoEXT dci = {
         .sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT,
         .messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT,
@@ -345,57 +368,49 @@ smoe_status smoe_vk_instance_create(smoe_vk_instance *vi, int validate, smoe_err
         .pfnUserCallback = debug_callback,
         .pUserData = vi,
     };
-    /* The messenger in pNext also catches messages from vkCreateInstance/vkDestroyInstance. */
-    if (debug_utils) {
-        if (validate >= 2) {
-            features.pNext = &dci;
-            dci.pNext = NULL;
-        }
-    }
+    /* The messenger in pNext also catches messages from vkCreateInstance/vkDestroyInstance;
+     * synchronization validation (validate 2) goes first in the chain. */
+    VkValidationFeaturesEXT features = {
+        .sType = VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT,
+        .pNext = &dci,
+        .enabledValidationFeatureCount = 1,
+        .pEnabledValidationFeatures = &sync_enable,
+    };
+    const void *next = !is->debug_utils ? NULL : validate >= 2 ? (const void *)&features : (const void *)&dci;
     VkInstanceCreateInfo ci = {
         .sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
         .pApplicationInfo = &app,
-        .enabledLayerCount = layer_count,
-        .ppEnabledLayerNames = layers,
-        .enabledExtensionCount = ext_count,
-        .ppEnabledExtensionNames = exts,
-        .flags = portability ? VK_INSTANCE_CREATE_ENUMERATE_PORTABILITY_BIT_KHR : 0,
-        .pNext = debug_utils ? (validate >= 2 ? (const void *)&features : (const void *)&dci) : NULL,
+        .enabledLayerCount = is->layer_count,
+        .ppEnabledLayerNames = is->layers,
+        .enabledExtensionCount = is->ext_count,
+        .ppEnabledExtensionNames = is->exts,
+        .flags = is->portability ? VK_INSTANCE_CREATE_ENUMERATE_PORTABILITY_BIT_KHR : 0,
+        .pNext = next,
     };
-    VkResult r = fn->vkCreateInstance(&ci, NULL, &vi->instance);
-    if (r != VK_SUCCESS) {
-        smoe_vk_instance_destroy(vi);
-        return smoe_vk_fail(err, r, "vkCreateInstance");
-    }
+    VkResult r = vi->fn.vkCreateInstance(&ci, NULL, &vi->instance);
+    if (r != VK_SUCCESS) return smoe_vk_fail(err, r, "vkCreateInstance");
     vi->owns_instance = 1;
     smoe_vk_load_instance(&vi->fn, vi->instance);
-    if (debug_utils && vi->fn.vkCreateDebugUtilsMessengerEXT) {
-        dci.pNext = NULL;
+    if (is->debug_utils && vi->fn.vkCreateDebugUtilsMessengerEXT) {
         r = vi->fn.vkCreateDebugUtilsMessengerEXT(vi->instance, &dci, NULL, &vi->messenger);
-        if (r != VK_SUCCESS) {
-            smoe_vk_instance_destroy(vi);
-            return smoe_vk_fail(err, r, "vkCreateDebugUtilsMessengerEXT");
-        }
+        if (r != VK_SUCCESS) return smoe_vk_fail(err, r, "vkCreateDebugUtilsMessengerEXT");
     }
+    return SMOE_OK;
+}
 
+/* The physical devices that support Vulkan 1.1, with their capability records. */
+static smoe_status list_devices(smoe_vk_instance *vi, smoe_err *err)
+{
     uint32_t n = 0;
-    r = vi->fn.vkEnumeratePhysicalDevices(vi->instance, &n, NULL);
-    if (r != VK_SUCCESS && r != VK_INCOMPLETE) {
-        smoe_vk_instance_destroy(vi);
-        return smoe_vk_fail(err, r, "vkEnumeratePhysicalDevices");
-    }
+    VkResult r = vi->fn.vkEnumeratePhysicalDevices(vi->instance, &n, NULL);
+    if (r != VK_SUCCESS && r != VK_INCOMPLETE) return smoe_vk_fail(err, r, "vkEnumeratePhysicalDevices");
     if (n) {
         vi->physical = calloc(n, sizeof *vi->physical);
         vi->infos = calloc(n, sizeof *vi->infos);
-        if (!vi->physical || !vi->infos) {
-            smoe_vk_instance_destroy(vi);
+        if (!vi->physical || !vi->infos)
             return smoe_fail(err, SMOE_ERROR_OUT_OF_HOST_MEMORY, "out of host memory listing Vulkan devices");
-        }
         r = vi->fn.vkEnumeratePhysicalDevices(vi->instance, &n, vi->physical);
-        if (r != VK_SUCCESS && r != VK_INCOMPLETE) {
-            smoe_vk_instance_destroy(vi);
-            return smoe_vk_fail(err, r, "vkEnumeratePhysicalDevices");
-        }
+        if (r != VK_SUCCESS && r != VK_INCOMPLETE) return smoe_vk_fail(err, r, "vkEnumeratePhysicalDevices");
     }
     vi->physical_count = 0;
     for (uint32_t i = 0; i < n; i++) {
@@ -407,6 +422,18 @@ smoe_status smoe_vk_instance_create(smoe_vk_instance *vi, int validate, smoe_err
         vi->physical_count++;
     }
     return SMOE_OK;
+}
+
+smoe_status smoe_vk_instance_create(smoe_vk_instance *vi, int validate, smoe_err *err)
+{
+    smoe_status st = smoe_vk_open_loader(&vi->loader, &vi->fn, err);
+    if (st) return st;
+    instance_setup is;
+    st = instance_setup_make(&vi->fn, validate, &is, err);
+    if (!st) st = instance_make(vi, validate, &is, err);
+    if (!st) st = list_devices(vi, err);
+    if (st) smoe_vk_instance_destroy(vi);
+    return st;
 }
 
 smoe_status smoe_vk_instance_adopt(smoe_vk_instance *vi, PFN_vkGetInstanceProcAddr gipa, VkInstance instance,
@@ -471,60 +498,76 @@ void smoe_vk_instance_destroy(smoe_vk_instance *vi)
 
 /* ---- Selection ---- */
 
-smoe_status smoe_device_select(const smoe_device_info *devices, uint32_t count, const char *spec,
-                               int *index, char *reason, size_t reason_size, smoe_err *err)
+/* "vulkan:N" (spec without its prefix in num). */
+static smoe_status select_numbered(uint32_t count, const char *spec, const char *origin, int *index, char *reason,
+                                   size_t reason_size, smoe_err *err)
 {
-    int from_env = 0;
-    if (!spec || !spec[0]) {
-        const char *env = getenv("SOFTMOE_DEVICE");
-        if (env && env[0]) {
-            spec = env;
-            from_env = 1;
-        }
-    }
-    const char *origin = from_env ? " (from SOFTMOE_DEVICE)" : "";
-    if (spec && !strcmp(spec, "cpu")) {
-        *index = -1;
-        snprintf(reason, reason_size, "the CPU path was asked for%s", origin);
-        return SMOE_OK;
-    }
-    if (spec && !strncmp(spec, "vulkan:", 7)) {
-        char *end = NULL;
-        long n = strtol(spec + 7, &end, 10);
-        if (end == spec + 7 || *end || n < 0)
-            return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "bad device \"%s\"%s: expected vulkan:N with N a number",
-                             spec, origin);
-        if ((uint32_t)n >= count || n > 1000000)
-            return smoe_fail(err, SMOE_ERROR_NO_DEVICE, "no Vulkan device %ld%s: there are %u", n, origin, count);
-        *index = (int)n;
-        snprintf(reason, reason_size, "vulkan:%ld was asked for%s", n, origin);
-        return SMOE_OK;
-    }
+    const char *num = spec + 7;
+    char *end = NULL;
+    long n = strtol(num, &end, 10);
+    if (end == num || *end || n < 0)
+        return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "bad device \"%s\"%s: expected vulkan:N with N a number",
+                         spec, origin);
+    if ((uint32_t)n >= count || n > 1000000)
+        return smoe_fail(err, SMOE_ERROR_NO_DEVICE, "no Vulkan device %ld%s: there are %u", n, origin, count);
+    *index = (int)n;
+    snprintf(reason, reason_size, "vulkan:%ld was asked for%s", n, origin);
+    return SMOE_OK;
+}
+
+/* The best ranked of devices[0..count), or -1. */
+static int best_device(const smoe_device_info *devices, uint32_t count)
+{
     int best = -1;
     for (uint32_t i = 0; i < count; i++)
         if (best < 0 || smoe_device_rank(devices[i].kind) < smoe_device_rank(devices[best].kind)) best = (int)i;
-    if (spec && !strcmp(spec, "vulkan")) {
-        if (best < 0)
-            return smoe_fail(err, SMOE_ERROR_NO_DEVICE, "no Vulkan device%s: none was found (is a Vulkan driver installed?)",
-                             origin);
-        *index = best;
-        snprintf(reason, reason_size, "\"vulkan\"%s picks the best Vulkan device: %s is a %s%s", origin,
-                 devices[best].name, smoe_device_kind_name(devices[best].kind),
-                 devices[best].kind == SMOE_DEVICE_VULKAN_CPU ? ", the only kind present" : "");
-        return SMOE_OK;
-    }
-    if (spec && spec[0])
-        return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "unknown device \"%s\"%s: expected cpu, vulkan or vulkan:N",
-                         spec, origin);
+    return best;
+}
+
+/* No device asked for: the best GPU, else the CPU path (faster than a CPU-type Vulkan driver). */
+static void select_default(const smoe_device_info *devices, int best, int *index, char *reason, size_t reason_size)
+{
     if (best >= 0 && devices[best].kind != SMOE_DEVICE_VULKAN_CPU) {
         *index = best;
         snprintf(reason, reason_size, "default: %s is the best GPU (%s)", devices[best].name,
                  smoe_device_kind_name(devices[best].kind));
-    } else {
-        *index = -1;
-        snprintf(reason, reason_size, "default: %s, so the CPU path (faster than a CPU-type Vulkan driver)",
-                 best >= 0 ? "the only Vulkan devices run on the CPU" : "no Vulkan device was found");
+        return;
     }
+    *index = -1;
+    snprintf(reason, reason_size, "default: %s, so the CPU path (faster than a CPU-type Vulkan driver)",
+             best >= 0 ? "the only Vulkan devices run on the CPU" : "no Vulkan device was found");
+}
+
+smoe_status smoe_device_select(const smoe_device_info *devices, uint32_t count, const char *spec,
+                               const char *env_spec, int *index, char *reason, size_t reason_size, smoe_err *err)
+{
+    int from_env = 0;
+    if ((!spec || !spec[0]) && env_spec && env_spec[0]) {
+        spec = env_spec;
+        from_env = 1;
+    }
+    const char *origin = from_env ? " (from SOFTMOE_DEVICE)" : "";
+    if (!spec || !spec[0]) {
+        select_default(devices, best_device(devices, count), index, reason, reason_size);
+        return SMOE_OK;
+    }
+    if (!strcmp(spec, "cpu")) {
+        *index = -1;
+        snprintf(reason, reason_size, "the CPU path was asked for%s", origin);
+        return SMOE_OK;
+    }
+    if (!strncmp(spec, "vulkan:", 7)) return select_numbered(count, spec, origin, index, reason, reason_size, err);
+    if (strcmp(spec, "vulkan"))
+        return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "unknown device \"%s\"%s: expected cpu, vulkan or vulkan:N",
+                         spec, origin);
+    int best = best_device(devices, count);
+    if (best < 0)
+        return smoe_fail(err, SMOE_ERROR_NO_DEVICE, "no Vulkan device%s: none was found (is a Vulkan driver installed?)",
+                         origin);
+    *index = best;
+    snprintf(reason, reason_size, "\"vulkan\"%s picks the best Vulkan device: %s is a %s%s", origin, devices[best].name,
+             smoe_device_kind_name(devices[best].kind),
+             devices[best].kind == SMOE_DEVICE_VULKAN_CPU ? ", the only kind present" : "");
     return SMOE_OK;
 }
 
@@ -543,11 +586,13 @@ int smoe_gpu_memory_type(const smoe_gpu *gpu, uint32_t bits, VkMemoryPropertyFla
 
 static smoe_status gpu_objects(smoe_gpu *gpu, smoe_err *err);
 
-smoe_status smoe_gpu_create(smoe_gpu *gpu, const smoe_vk_instance *vi, uint32_t index, smoe_err *err)
+smoe_status smoe_gpu_create(smoe_gpu *gpu, const smoe_vk_instance *vi, uint32_t index, const smoe_options *opts,
+                            smoe_err *err)
 {
     memset(gpu, 0, sizeof *gpu);
     if (index >= vi->physical_count) return smoe_fail(err, SMOE_ERROR_NO_DEVICE, "no Vulkan device %u", index);
     gpu->vi = vi;
+    gpu->opts = opts;
     gpu->physical = vi->physical[index];
     gpu->info = vi->infos[index];
     gpu->quirks = smoe_device_quirks(&gpu->info, NULL, 0);
@@ -588,13 +633,9 @@ smoe_status smoe_gpu_create(smoe_gpu *gpu, const smoe_vk_instance *vi, uint32_t 
 }
 
 /* What softmoe creates on any device, its own or the application's: command pool, pipeline cache;
- * and the kernel choice settings from the environment. */
+ * and the fault the options ask for. */
 static smoe_status gpu_objects(smoe_gpu *gpu, smoe_err *err)
 {
-    const char *env = getenv("SOFTMOE_AUTOTUNE");
-    gpu->autotune = !(env && !strcmp(env, "0"));
-    env = getenv("SOFTMOE_MATMUL_VARIANT");
-    snprintf(gpu->matmul_variant, sizeof gpu->matmul_variant, "%s", env ? env : "");
     /* where every barrier of a workgroup reduction is a loop over its invocations */
     gpu->row_serial = (gpu->quirks & SMOE_QUIRK_CPU_DRIVER) != 0;
     VkCommandPoolCreateInfo pci = {
@@ -610,8 +651,7 @@ static smoe_status gpu_objects(smoe_gpu *gpu, smoe_err *err)
     }
     smoe_status st = smoe_pipeline_cache_create(gpu, err);
     /* Fault injection for tests (fault.h): counted from here, the device's own setup excluded. */
-    const char *fault = getenv("SOFTMOE_FAULT");
-    if (!st && fault && fault[0]) st = smoe_fault_parse(&gpu->fault, fault, err);
+    if (!st && gpu->opts->fault[0]) st = smoe_fault_parse(&gpu->fault, gpu->opts->fault, err);
     if (st) {
         smoe_gpu_destroy(gpu);
         return st;
@@ -619,11 +659,13 @@ static smoe_status gpu_objects(smoe_gpu *gpu, smoe_err *err)
     return SMOE_OK;
 }
 
-smoe_status smoe_gpu_adopt(smoe_gpu *gpu, const smoe_vk_instance *vi, const smoe_vulkan_external *ext, smoe_err *err)
+smoe_status smoe_gpu_adopt(smoe_gpu *gpu, const smoe_vk_instance *vi, const smoe_vulkan_external *ext,
+                           const smoe_options *opts, smoe_err *err)
 {
     memset(gpu, 0, sizeof *gpu);
     if (vi->physical_count < 1) return smoe_fail(err, SMOE_ERROR_INTERNAL, "no adopted physical device");
     gpu->vi = vi;
+    gpu->opts = opts;
     gpu->physical = vi->physical[0];
     gpu->info = vi->infos[0];
     gpu->quirks = smoe_device_quirks(&gpu->info, NULL, 0);

@@ -4,12 +4,12 @@
 #define SMOE_DEVICE_H
 
 #include "fault.h"
+#include "options.h"
 #include "vk.h"
 
 /* Known driver behaviours that change how kernels are chosen; see quirks table in device.c. */
 enum {
     SMOE_QUIRK_CPU_DRIVER = 1u << 0,         /* runs on the CPU: shared memory and subgroup ops are slow loops */
-    SMOE_QUIRK_FORCE_STAGING = 1u << 1,      /* never map device memory directly (tests the staging path) */
 };
 
 /* The Vulkan side of a context: loader, instance, and what every physical device can do. */
@@ -51,10 +51,11 @@ typedef struct smoe_gpu {
     VkCommandPool cmd_pool;
     VkPipelineCache pipeline_cache;
     struct smoe_pipeline_cache *pipelines; /* pipeline.c */
-    struct smoe_profile *profile;          /* the caller's, while programs are to be profiled (profile.h) */
+    const smoe_options *opts;              /* the context's policy (options.h): read, never changed */
+    /* The profile of the profiled call in progress (bench_api.h's smoe_bench_profiled), which the
+     * programs begun during it record into (record.h); NULL otherwise. Set by nothing else. */
+    struct smoe_profile *profile;
     struct smoe_tune *tune;                /* autotune choices (tune.h), read on first use */
-    int autotune;                          /* measure variants on first use (SOFTMOE_AUTOTUNE=0: use the tables) */
-    char matmul_variant[32];               /* a forced matmul variant (SOFTMOE_MATMUL_VARIANT, tests), or "" */
     uint32_t tunings;                      /* autotune measurements made (tests) */
     int row_serial;                        /* row kernels: an invocation per row (CPU drivers), not a workgroup */
     int lost;                              /* set once VK_ERROR_DEVICE_LOST was seen */
@@ -71,15 +72,18 @@ typedef struct smoe_gpu {
     /* Live VkDeviceMemory of this gpu (memory.c): allocations and their bytes. */
     uint32_t memory_count;
     uint64_t memory_bytes;
-    smoe_fault fault;                      /* fault injection (fault.h), armed by SOFTMOE_FAULT */
+    smoe_fault fault;                      /* fault injection state (fault.h), armed from opts->fault */
 } smoe_gpu;
 
-smoe_status smoe_gpu_create(smoe_gpu *gpu, const smoe_vk_instance *vi, uint32_t index, smoe_err *err);
+/* Opens vi's physical device index under the policy opts (kept by pointer: it outlives the gpu). */
+smoe_status smoe_gpu_create(smoe_gpu *gpu, const smoe_vk_instance *vi, uint32_t index, const smoe_options *opts,
+                            smoe_err *err);
 /* The application's device on vi's physical device 0 (vi from smoe_vk_instance_adopt): loads its
  * functions, creates softmoe's command pool and pipeline cache on it. Destroying the gpu then
  * leaves the device alone and never waits on it as a whole (vkDeviceWaitIdle would need every
  * queue of the application locked): softmoe's work is waited for through its own fences. */
-smoe_status smoe_gpu_adopt(smoe_gpu *gpu, const smoe_vk_instance *vi, const smoe_vulkan_external *ext, smoe_err *err);
+smoe_status smoe_gpu_adopt(smoe_gpu *gpu, const smoe_vk_instance *vi, const smoe_vulkan_external *ext,
+                           const smoe_options *opts, smoe_err *err);
 void smoe_gpu_destroy(smoe_gpu *gpu);
 
 /* vkQueueSubmit of one batch to the gpu's queue, inside the application's queue lock if any. */
@@ -98,9 +102,10 @@ smoe_status smoe_gpu_alive(const smoe_gpu *gpu, smoe_err *err);
 uint32_t smoe_device_quirks(const smoe_device_info *info, char *why, size_t why_size);
 
 /* Selection. devices[0..count) are the Vulkan devices. Parses spec ("cpu", "vulkan", "vulkan:N",
- * NULL or "" for the default); *index becomes -1 for the CPU path. reason gets a sentence. */
+ * NULL or "" for the default); a NULL or empty spec takes env_spec (SOFTMOE_DEVICE's value, options.h)
+ * where that is given. *index becomes -1 for the CPU path. reason gets a sentence. */
 smoe_status smoe_device_select(const smoe_device_info *devices, uint32_t count, const char *spec,
-                               int *index, char *reason, size_t reason_size, smoe_err *err);
+                               const char *env_spec, int *index, char *reason, size_t reason_size, smoe_err *err);
 
 /* Rank of a device kind for "vulkan" (lower is better). */
 int smoe_device_rank(smoe_device_kind kind);

@@ -9,35 +9,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int cache_dir(char *out, size_t size)
+int smoe_cache_path(const char *dir, const char *file, char *out, size_t size)
 {
-    const char *env = getenv("SOFTMOE_CACHE_DIR");
-    int n;
-    if (env) {
-        if (!env[0] || !strcmp(env, "off")) return 0;
-        n = snprintf(out, size, "%s", env);
-    } else if ((env = getenv("XDG_CACHE_HOME")) && env[0] == '/') {
-        n = snprintf(out, size, "%s/softmoe", env);
-    } else if ((env = getenv("HOME")) && env[0]) {
-        n = snprintf(out, size, "%s/.cache/softmoe", env);
-    } else {
-        return 0;
-    }
-    return n > 0 && (size_t)n < size;
-}
-
-int smoe_cache_path(const char *file, char *out, size_t size)
-{
-    char dir[3072];
-    if (!cache_dir(dir, sizeof dir)) return 0;
+    if (!dir || !dir[0]) return 0;
     int n = snprintf(out, size, "%s/%s", dir, file);
     return n > 0 && (size_t)n < size;
 }
 
-void *smoe_cache_read(const char *file, size_t max, size_t *size)
+void *smoe_cache_read(const char *dir, const char *file, size_t max, size_t *size)
 {
     char path[4096];
-    if (!smoe_cache_path(file, path, sizeof path)) return NULL;
+    if (!smoe_cache_path(dir, file, path, sizeof path)) return NULL;
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     void *data = NULL;
@@ -68,10 +50,10 @@ static int make_parents(char *path)
     return 1;
 }
 
-int smoe_cache_write(const char *file, const void *data, size_t size)
+int smoe_cache_write(const char *dir, const char *file, const void *data, size_t size)
 {
     char path[4096], tmp[4200];
-    if (!smoe_cache_path(file, path, sizeof path) || !make_parents(path)) return 0;
+    if (!smoe_cache_path(dir, file, path, sizeof path) || !make_parents(path)) return 0;
     snprintf(tmp, sizeof tmp, "%s.XXXXXX", path);
     int fd = mkstemp(tmp);
     if (fd < 0) return 0;

@@ -1,7 +1,7 @@
 /* Fault injection: makes the Nth call of one Vulkan command on one gpu fail with a chosen
  * VkResult, as a driver does when memory runs out or the device is lost, so that the tests can
  * reach every error path. The state lives in the gpu (no global state); it is armed from the
- * SOFTMOE_FAULT environment variable when the device is opened, or by smoe_fault_arm. Every
+ * context's options (SOFTMOE_FAULT, options.h) when the device is opened, or by smoe_fault_arm. Every
  * fallible Vulkan call of the library's work goes through SMOE_VK, which also counts the calls
  * (the tests size their sweeps from the counts). Calls on the way out (destroying, and the
  * waits that destroying needs) are never counted nor failed. */

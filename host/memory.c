@@ -12,7 +12,7 @@ static int device_memory_mappable(const smoe_gpu *gpu)
 {
     /* Mapping device-local memory is cheap on unified memory (integrated GPUs, CPU drivers);
      * on a discrete GPU host reads through a BAR mapping are slow, so staging is used. */
-    if (gpu->quirks & SMOE_QUIRK_FORCE_STAGING) return 0;
+    if (gpu->opts->force_staging) return 0;
     return gpu->info.kind != SMOE_DEVICE_VULKAN_DISCRETE;
 }
 

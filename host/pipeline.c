@@ -33,7 +33,7 @@ smoe_status smoe_pipeline_cache_create(smoe_gpu *gpu, smoe_err *err)
     /* Started from what an earlier run saved, when there is such a file. */
     cache_file_name(gpu, gpu->pipelines->file, sizeof gpu->pipelines->file);
     size_t size = 0;
-    void *data = smoe_cache_read(gpu->pipelines->file, CACHE_FILE_MAX, &size);
+    void *data = smoe_cache_read(gpu->opts->cache_dir, gpu->pipelines->file, CACHE_FILE_MAX, &size);
     VkPipelineCacheCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO,
                                     .initialDataSize = data ? size : 0, .pInitialData = data};
     VkResult r = gpu->vk.vkCreatePipelineCache(gpu->device, &ci, NULL, &gpu->pipeline_cache);
@@ -59,7 +59,7 @@ static void cache_save(smoe_gpu *gpu)
         return;
     void *data = malloc(size);
     if (data && gpu->vk.vkGetPipelineCacheData(gpu->device, gpu->pipeline_cache, &size, data) == VK_SUCCESS)
-        smoe_cache_write(gpu->pipelines->file, data, size);
+        smoe_cache_write(gpu->opts->cache_dir, gpu->pipelines->file, data, size);
     free(data);
 }
 

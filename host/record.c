@@ -138,10 +138,10 @@ static smoe_status timestamp(smoe_program *p, const char *label, smoe_err *err)
 }
 
 /* After a profiled program finished: each command's time (from the timestamp before it to the
- * one after it, barriers included) goes to the gpu's profile under its label. */
+ * one after it, barriers included) goes to the program's profile under its label. */
 static void collect(smoe_program *p)
 {
-    smoe_profile *pr = p->gpu->profile;
+    smoe_profile *pr = p->profile;
     if (!pr || p->queries < 2) return;
     uint64_t *t = malloc(p->queries * sizeof *t);
     if (!t) {
@@ -167,8 +167,14 @@ static void collect(smoe_program *p)
 
 smoe_status smoe_program_begin(smoe_gpu *gpu, smoe_program *p, smoe_err *err)
 {
+    return smoe_program_begin_profiled(gpu, p, gpu->profile, err);
+}
+
+smoe_status smoe_program_begin_profiled(smoe_gpu *gpu, smoe_program *p, smoe_profile *prof, smoe_err *err)
+{
     memset(p, 0, sizeof *p);
     p->gpu = gpu;
+    p->profile = prof && gpu->info.timestamps ? prof : NULL;
     smoe_status st = smoe_gpu_alive(gpu, err);
     if (st) return st;
     VkCommandBufferAllocateInfo ai = {
@@ -207,7 +213,7 @@ smoe_status smoe_program_begin(smoe_gpu *gpu, smoe_program *p, smoe_err *err)
                                  VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &mb, 0,
                                  NULL, 0, NULL);
     p->recording = 1;
-    if (gpu->profile && gpu->info.timestamps) {
+    if (p->profile) {
         st = timestamp(p, "start", err);
         if (st) {
             smoe_program_destroy(p);

@@ -63,15 +63,19 @@ typedef struct smoe_program {
     size_t view_count, view_cap;
     uint32_t dispatches, barriers;
     int recording, submitted;
-    /* Profiling (begun while gpu->profile is set and the queue has timestamps): query q+1 is
-     * written after command q, query 0 at the start; labels[q] names command q. */
+    /* Profiling (begun with a profile and the queue has timestamps): query q+1 is written after
+     * command q, query 0 at the start; labels[q] names command q; the times go to profile. */
+    struct smoe_profile *profile;
     const char *label; /* the next dispatch's label (then cleared); NULL: its kernel's name */
     VkQueryPool *query_pools;
     uint32_t query_pool_count, queries;
     char (*labels)[SMOE_LABEL_MAX];
 } smoe_program;
 
+/* Begins a program; profiled (into gpu->profile) during a profiled call (bench_api.h). */
 smoe_status smoe_program_begin(smoe_gpu *gpu, smoe_program *p, smoe_err *err);
+/* Begins a program whose every run adds its dispatches' GPU times to prof (NULL: none). */
+smoe_status smoe_program_begin_profiled(smoe_gpu *gpu, smoe_program *p, struct smoe_profile *prof, smoe_err *err);
 /* Records one dispatch of kernel k with spec[0..spec_count) over groups[0..2] workgroups:
  * bindings[i] is bound at binding i, push holds its push constants (push_size bytes). The counts
  * and the size are checked against the kernel's table entry (pipeline.h). Call it through

@@ -45,10 +45,10 @@ static int set(struct smoe_tune *t, const char *key, const char *value)
 }
 
 /* Reads "key value" lines; anything malformed is skipped. */
-static void load(struct smoe_tune *t)
+static void load(struct smoe_tune *t, const char *dir)
 {
     size_t size = 0;
-    char *text = smoe_cache_read(t->file, 1u << 20, &size);
+    char *text = smoe_cache_read(dir, t->file, 1u << 20, &size);
     if (!text) return;
     for (char *line = text, *next; line && *line; line = next) {
         next = strchr(line, '\n');
@@ -75,7 +75,7 @@ static struct smoe_tune *table(smoe_gpu *gpu)
         for (const char *c = parts[i]; *c; c++) h = (h ^ (uint8_t)*c) * 16777619u;
     snprintf(t->file, sizeof t->file, "tune-%04x-%04x-%08x-%u-%08x.txt", d->vendor_id, d->device_id, d->driver_version,
              d->driver_id, h);
-    load(t);
+    load(t, gpu->opts->cache_dir);
     gpu->tune = t;
     return t;
 }
@@ -98,7 +98,7 @@ void smoe_tune_put(smoe_gpu *gpu, const char *key, const char *value)
         int n = snprintf(text + used, cap - used, "%s %s\n", t->items[i].key, t->items[i].value);
         if (n > 0) used += (size_t)n;
     }
-    smoe_cache_write(t->file, text, used);
+    smoe_cache_write(gpu->opts->cache_dir, t->file, text, used);
     free(text);
 }
 

@@ -58,27 +58,25 @@ static void test_selection_rules(void)
     char why[512];
     smoe_err err;
     int idx = 99;
-    unsetenv("SOFTMOE_DEVICE");
-    CHECK(smoe_device_select(devs, 3, "vulkan", &idx, why, sizeof why, &err) == SMOE_OK && idx == 2);
-    CHECK(smoe_device_select(devs, 2, "vulkan", &idx, why, sizeof why, &err) == SMOE_OK && idx == 1);
-    CHECK(smoe_device_select(devs, 1, "vulkan", &idx, why, sizeof why, &err) == SMOE_OK && idx == 0);
-    CHECK(smoe_device_select(devs, 3, NULL, &idx, why, sizeof why, &err) == SMOE_OK && idx == 2);
-    CHECK(smoe_device_select(devs, 1, NULL, &idx, why, sizeof why, &err) == SMOE_OK && idx == -1);
+    CHECK(smoe_device_select(devs, 3, "vulkan", NULL, &idx, why, sizeof why, &err) == SMOE_OK && idx == 2);
+    CHECK(smoe_device_select(devs, 2, "vulkan", NULL, &idx, why, sizeof why, &err) == SMOE_OK && idx == 1);
+    CHECK(smoe_device_select(devs, 1, "vulkan", NULL, &idx, why, sizeof why, &err) == SMOE_OK && idx == 0);
+    CHECK(smoe_device_select(devs, 3, NULL, NULL, &idx, why, sizeof why, &err) == SMOE_OK && idx == 2);
+    CHECK(smoe_device_select(devs, 1, NULL, NULL, &idx, why, sizeof why, &err) == SMOE_OK && idx == -1);
     CHECK(strstr(why, "CPU path") != NULL);
-    CHECK(smoe_device_select(devs, 0, "", &idx, why, sizeof why, &err) == SMOE_OK && idx == -1);
-    CHECK(smoe_device_select(devs, 3, "vulkan:0", &idx, why, sizeof why, &err) == SMOE_OK && idx == 0);
-    CHECK(smoe_device_select(devs, 3, "cpu", &idx, why, sizeof why, &err) == SMOE_OK && idx == -1);
-    CHECK(smoe_device_select(devs, 3, "vulkan:3", &idx, why, sizeof why, &err) == SMOE_ERROR_NO_DEVICE);
-    CHECK(smoe_device_select(devs, 3, "vulkan:x", &idx, why, sizeof why, &err) == SMOE_ERROR_INVALID_ARGUMENT);
-    CHECK(smoe_device_select(devs, 3, "vulkan:-1", &idx, why, sizeof why, &err) == SMOE_ERROR_INVALID_ARGUMENT);
-    CHECK(smoe_device_select(devs, 3, "gpu", &idx, why, sizeof why, &err) == SMOE_ERROR_INVALID_ARGUMENT);
+    CHECK(smoe_device_select(devs, 0, "", NULL, &idx, why, sizeof why, &err) == SMOE_OK && idx == -1);
+    CHECK(smoe_device_select(devs, 3, "vulkan:0", NULL, &idx, why, sizeof why, &err) == SMOE_OK && idx == 0);
+    CHECK(smoe_device_select(devs, 3, "cpu", NULL, &idx, why, sizeof why, &err) == SMOE_OK && idx == -1);
+    CHECK(smoe_device_select(devs, 3, "vulkan:3", NULL, &idx, why, sizeof why, &err) == SMOE_ERROR_NO_DEVICE);
+    CHECK(smoe_device_select(devs, 3, "vulkan:x", NULL, &idx, why, sizeof why, &err) == SMOE_ERROR_INVALID_ARGUMENT);
+    CHECK(smoe_device_select(devs, 3, "vulkan:-1", NULL, &idx, why, sizeof why, &err) == SMOE_ERROR_INVALID_ARGUMENT);
+    CHECK(smoe_device_select(devs, 3, "gpu", NULL, &idx, why, sizeof why, &err) == SMOE_ERROR_INVALID_ARGUMENT);
     CHECK(strstr(err.msg, "gpu") != NULL);
-    CHECK(smoe_device_select(devs, 0, "vulkan", &idx, why, sizeof why, &err) == SMOE_ERROR_NO_DEVICE);
-    setenv("SOFTMOE_DEVICE", "vulkan:1", 1);
-    CHECK(smoe_device_select(devs, 3, NULL, &idx, why, sizeof why, &err) == SMOE_OK && idx == 1);
+    CHECK(smoe_device_select(devs, 0, "vulkan", NULL, &idx, why, sizeof why, &err) == SMOE_ERROR_NO_DEVICE);
+    /* SOFTMOE_DEVICE's value (the context's options) for a caller that names no device */
+    CHECK(smoe_device_select(devs, 3, NULL, "vulkan:1", &idx, why, sizeof why, &err) == SMOE_OK && idx == 1);
     CHECK(strstr(why, "SOFTMOE_DEVICE") != NULL);
-    CHECK(smoe_device_select(devs, 3, "cpu", &idx, why, sizeof why, &err) == SMOE_OK && idx == -1);
-    unsetenv("SOFTMOE_DEVICE");
+    CHECK(smoe_device_select(devs, 3, "cpu", "vulkan:1", &idx, why, sizeof why, &err) == SMOE_OK && idx == -1);
 }
 
 static void test_open_devices(void)

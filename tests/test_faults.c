@@ -511,10 +511,10 @@ static void fault_env(const fixture *fx)
     CHECK(smoe_fault_hit(&f, SMOE_FAULT_vkQueueSubmit) && smoe_fault_hit(&f, SMOE_FAULT_vkCreateBuffer) &&
           f.injected == VK_ERROR_DEVICE_LOST);
 
-    /* from the environment, when the device is opened */
+    /* from the environment (read when the context is created), armed when the device is opened */
     smoe_context *ctx = NULL;
-    CHECK(smoe_context_create(&ctx) == SMOE_OK);
     setenv("SOFTMOE_FAULT", "vkQueueSubmit", 1);
+    CHECK(smoe_context_create(&ctx) == SMOE_OK);
     CHECK(smoe_context_open_device(ctx, "vulkan") == SMOE_ERROR_INVALID_ARGUMENT);
     CHECK_MSG(strstr(smoe_last_error(ctx), "SOFTMOE_FAULT"), "%s", smoe_last_error(ctx));
     test_close(ctx);

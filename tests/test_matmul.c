@@ -194,8 +194,7 @@ static void run_case(const mcase *mc)
     for (uint32_t i = 0; i < smoe_matmul_variant_count(); i++) {
         if (!smoe_matmul_variant_usable(gpu, i)) continue;
         const char *name = smoe_matmul_variant_name(i);
-        snprintf(gpu->matmul_variant, sizeof gpu->matmul_variant, "%s", name);
-        const char *chosen = smoe_matmul_choice(gpu, &mm);
+        const char *chosen = smoe_matmul_choice(gpu, &mm, name);
         CHECK_MSG(chosen && !strcmp(chosen, name), "%s: forcing %s chose %s", mc->name, name, chosen ? chosen : "nothing");
         const void *hosts[T_COUNT] = {a.host, b.host, c.host, vec[T_BIAS], aux.host, vec[T_STAT], vec[T_ROW],
                                       vec[T_COL], vec[T_SCALAR], gout.host, idx};
@@ -203,7 +202,7 @@ static void run_case(const mcase *mc)
             CHECK(smoe_tensor_upload(&t[k], 0, hosts[k], n[k] * 4, &err) == SMOE_OK);
         smoe_program p;
         smoe_status st = smoe_program_begin(gpu, &p, &err);
-        if (!st) st = smoe_record_matmul(&p, &mm, &err);
+        if (!st) st = smoe_record_matmul_variant(&p, &mm, name, &err);
         if (!st) st = smoe_program_end(&p, &err);
         if (!st) st = smoe_program_run(&p, &err);
         CHECK_MSG(st == SMOE_OK, "%s with %s: %s", mc->name, name, err.msg);
@@ -218,7 +217,6 @@ static void run_case(const mcase *mc)
         if (e > worst || e != e) worst = e;
         CHECK_MSG(e <= TOL, "%s (%ux%ux%u batch %u) with %s: relative error %.3g", mc->name, M, N, K, Z, name, e);
     }
-    gpu->matmul_variant[0] = 0;
     smoe_arena_release(&arena);
     free(got), free(got_gelu), free(want), free(want_gelu), free(want_f), free(want_gelu_f);
     free(a.host), free(b.host), free(c.host), free(aux.host), free(gout.host);
@@ -245,16 +243,14 @@ static void test_profile(void)
     smoe_matmul mm = {.M = 64, .N = 64, .K = 64, .batch = 1, .a = smoe_mm_plain(a, 64, 0), .b = smoe_mm_plain(b, 64, 0),
                       .c = smoe_mm_plain(c, 64, 0)};
     smoe_profile prof = {0};
-    gpu->profile = &prof;
     smoe_program p;
-    CHECK(smoe_program_begin(gpu, &p, &err) == SMOE_OK);
+    CHECK(smoe_program_begin_profiled(gpu, &p, &prof, &err) == SMOE_OK);
     CHECK(smoe_program_fill(&p, &a, 0, &err) == SMOE_OK);
     CHECK(smoe_record_matmul(&p, &mm, &err) == SMOE_OK);
     mm.M = 32;
     CHECK(smoe_record_matmul(&p, &mm, &err) == SMOE_OK);
     CHECK(smoe_program_end(&p, &err) == SMOE_OK);
     for (int r = 0; r < 3; r++) CHECK_MSG(smoe_program_run(&p, &err) == SMOE_OK, "%s", err.msg);
-    gpu->profile = NULL;
     smoe_program_destroy(&p);
     smoe_profile_sort(&prof);
     CHECK_MSG(prof.count == 3 && !prof.failed, "%zu profile rows, 3 expected", prof.count);

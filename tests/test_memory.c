@@ -102,7 +102,7 @@ int main(void)
     setenv("SOFTMOE_FORCE_STAGING", "1", 1);
     ctx = test_open("vulkan");
     if (ctx) {
-        CHECK(ctx->gpu.quirks & SMOE_QUIRK_FORCE_STAGING);
+        CHECK(ctx->gpu.opts->force_staging);
         round_trips(&ctx->gpu, "staged");
         test_close(ctx);
     }

@@ -570,14 +570,19 @@ int main(void)
      * row is checked on every feature in test_matmul), on rows at and off multiples of 4 floats */
     for (uint32_t i = 0; i < smoe_matmul_variant_count(); i++) {
         if (!test_first_of_shader(gpu, i)) continue;
-        snprintf(gpu->matmul_variant, sizeof gpu->matmul_variant, "%s", smoe_matmul_variant_name(i));
+        /* the variant is the policy of a context of its own (SOFTMOE_MATMUL_VARIANT) */
+        smoe_context *forced = test_open_forced("vulkan", smoe_matmul_variant_name(i));
+        if (!forced) continue;
+        smoe_gpu *main_gpu = gpu;
+        gpu = &forced->gpu;
         for (int odd = 0; odd < 2; odd++) {
             test_linear(37, 16 + odd, 12);
             test_mlp(37, 12 + odd, 20);
             test_attention(3, 9, 12 + 3 * odd, 3);
         }
+        gpu = main_gpu;
+        test_close(forced);
     }
-    gpu->matmul_variant[0] = 0;
     /* the row kernels (layernorm, softmax, cross-entropy) the other way too: a workgroup per row
      * where the device chose an invocation per row, and the reverse */
     gpu->row_serial = !gpu->row_serial;

@@ -86,7 +86,7 @@ static uint32_t run(smoe_status *status, char *chosen, size_t chosen_size)
     }
     if (!*status) {
         /* what the table (not the tune) would choose is a usable variant too */
-        const char *table = smoe_matmul_choice(gpu, &mm);
+        const char *table = smoe_matmul_choice(gpu, &mm, NULL);
         CHECK(table != NULL);
     }
     uint32_t tunings = gpu->tunings;

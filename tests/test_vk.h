@@ -37,6 +37,20 @@ static inline smoe_context *test_open(const char *spec)
     return ctx;
 }
 
+/* test_open on a context whose options force the matmul variant (SOFTMOE_MATMUL_VARIANT, read
+ * when the context is created); the environment is left as it was. */
+static inline smoe_context *test_open_forced(const char *spec, const char *variant)
+{
+    const char *was = getenv("SOFTMOE_MATMUL_VARIANT");
+    char saved[256];
+    snprintf(saved, sizeof saved, "%s", was ? was : "");
+    setenv("SOFTMOE_MATMUL_VARIANT", variant, 1);
+    smoe_context *ctx = test_open(spec);
+    if (was) setenv("SOFTMOE_MATMUL_VARIANT", saved, 1);
+    else unsetenv("SOFTMOE_MATMUL_VARIANT");
+    return ctx;
+}
+
 /* Destroys ctx after checking that validation reported nothing. */
 static inline void test_close(smoe_context *ctx)
 {

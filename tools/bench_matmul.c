@@ -10,8 +10,6 @@
 #include <cblas.h>
 
 #include "cli.h"
-#include "context.h"
-#include "ops/matmul.h"
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -57,85 +55,97 @@ static double rel_err(const float *got, const float *want, size_t n)
     return m > 0 ? e / m : e;
 }
 
+/* The operands (deterministic, in [-0.5, 0.5)) and the reference product. */
+typedef struct mm_data {
+    const int *s;
+    size_t na, nb, nc;
+    float *a, *b, *want, *got;
+    double *t;
+    int repeat;
+} mm_data;
+
+static int mm_alloc(mm_data *D, const int s[5], int repeat)
+{
+    D->s = s;
+    D->repeat = repeat;
+    D->na = (size_t)s[0] * s[2], D->nb = (size_t)s[2] * s[1], D->nc = (size_t)s[0] * s[1];
+    D->a = malloc(D->na * 4), D->b = malloc(D->nb * 4), D->want = malloc(D->nc * 4), D->got = malloc(D->nc * 4);
+    D->t = calloc((size_t)repeat, sizeof *D->t);
+    if (!D->a || !D->b || !D->want || !D->got || !D->t) return 0;
+    uint64_t seed = 7;
+    for (size_t i = 0; i < D->na; i++)
+        seed = seed * 6364136223846793005ull + 1, D->a[i] = (float)(seed >> 40) / 16777216.0f - 0.5f;
+    for (size_t i = 0; i < D->nb; i++)
+        seed = seed * 6364136223846793005ull + 1, D->b[i] = (float)(seed >> 40) / 16777216.0f - 0.5f;
+    return 1;
+}
+
+static void mm_free(mm_data *D) { free(D->a), free(D->b), free(D->want), free(D->got), free(D->t); }
+
+/* The reference with cblas_sgemm, timed: the CPU path's row. Returns the CPU seconds of the runs. */
+static double mm_reference(mm_data *D)
+{
+    int M = D->s[0], N = D->s[1], K = D->s[2], ta = D->s[3], tb = D->s[4];
+    double cpu0 = 0;
+    for (int r = -1; r < D->repeat; r++) {
+        if (r == 0) cpu0 = cpu_seconds();
+        double t0 = cli_now();
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, D->a,
+                    ta ? M : K, D->b, tb ? K : N, 0.0f, D->want, N);
+        if (r >= 0) D->t[r] = (cli_now() - t0) * 1e3;
+    }
+    return cpu_seconds() - cpu0;
+}
+
+/* One row: the product recorded with variant (NULL: the library's choice), timed, checked. */
+static smoe_status mm_row(smoe_bench_matmul *bm, mm_data *D, const char *variant, const char *label, const char *dname,
+                          int json)
+{
+    const char *chosen = NULL;
+    char name[64];
+    smoe_status st = smoe_bench_matmul_record(bm, variant, variant ? NULL : &chosen);
+    if (variant) snprintf(name, sizeof name, "%s", variant);
+    else snprintf(name, sizeof name, "chosen: %s", chosen ? chosen : "?");
+    fprintf(stderr, "bench: %s matmul %dx%dx%d %s...\n", label, D->s[0], D->s[1], D->s[2], name);
+    double cpu0 = 0;
+    for (int r = -1; r < D->repeat && !st; r++) {
+        if (r == 0) cpu0 = cpu_seconds();
+        double t0 = cli_now();
+        st = smoe_bench_matmul_run(bm);
+        if (r >= 0) D->t[r] = (cli_now() - t0) * 1e3;
+    }
+    double cpu = cpu_seconds() - cpu0;
+    if (!st) st = smoe_bench_matmul_result(bm, D->got);
+    if (!st) print_row(label, dname, D->s, name, D->t, D->repeat, cpu, rel_err(D->got, D->want, D->nc), json);
+    return st;
+}
+
 int bench_matmul(smoe_context *ctx, const char *label, const char *dname, const int s[5], int repeat, const char *only,
                  int json)
 {
-    int M = s[0], N = s[1], K = s[2], ta = s[3], tb = s[4];
-    size_t na = (size_t)M * K, nb = (size_t)K * N, nc = (size_t)M * N;
-    float *a = malloc(na * 4), *b = malloc(nb * 4), *want = malloc(nc * 4), *got = malloc(nc * 4);
-    double *t = calloc((size_t)repeat, sizeof *t);
-    int rc = 0;
-    if (!a || !b || !want || !got || !t) {
-        free(a), free(b), free(want), free(got), free(t);
+    mm_data D = {0};
+    if (!mm_alloc(&D, s, repeat)) {
+        mm_free(&D);
         return cli_fail(ctx, SMOE_ERROR_OUT_OF_HOST_MEMORY, "matmul operands");
     }
-    uint64_t seed = 7;
-    for (size_t i = 0; i < na; i++) seed = seed * 6364136223846793005ull + 1, a[i] = (float)(seed >> 40) / 16777216.0f - 0.5f;
-    for (size_t i = 0; i < nb; i++) seed = seed * 6364136223846793005ull + 1, b[i] = (float)(seed >> 40) / 16777216.0f - 0.5f;
-    /* the reference, and the CPU path's time */
-    double cpu0 = 0;
-    for (int r = -1; r < repeat; r++) {
-        if (r == 0) cpu0 = cpu_seconds();
-        double t0 = cli_now();
-        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, a,
-                    ta ? M : K, b, tb ? K : N, 0.0f, want, N);
-        if (r >= 0) t[r] = (cli_now() - t0) * 1e3;
-    }
-    smoe_gpu *gpu = smoe_ctx_gpu(ctx);
-    if (!gpu) {
-        print_row(label, dname, s, "cblas_sgemm", t, repeat, cpu_seconds() - cpu0, 0.0, json);
-        free(a), free(b), free(want), free(got), free(t);
+    double cpu = mm_reference(&D);
+    smoe_device_info info;
+    smoe_context_device(ctx, &info, NULL);
+    if (info.kind == SMOE_DEVICE_CPU) {
+        print_row(label, dname, s, "cblas_sgemm", D.t, repeat, cpu, 0.0, json);
+        mm_free(&D);
         return 0;
     }
-    smoe_err err;
-    smoe_arena arena;
-    smoe_arena_init(&arena, gpu, "bench matmul");
-    smoe_tensor A = {0}, B = {0}, C = {0}; /* copied into mm below even when a reservation failed */
-    smoe_status st = smoe_arena_reserve(&arena, na * 4, &A, &err);
-    if (!st) st = smoe_arena_reserve(&arena, nb * 4, &B, &err);
-    if (!st) st = smoe_arena_reserve(&arena, nc * 4, &C, &err);
-    if (!st) st = smoe_arena_commit(&arena, &err);
-    if (!st) st = smoe_tensor_upload(&A, 0, a, na * 4, &err);
-    if (!st) st = smoe_tensor_upload(&B, 0, b, nb * 4, &err);
-    smoe_matmul mm = {
-        .M = (uint32_t)M, .N = (uint32_t)N, .K = (uint32_t)K, .batch = 1, .trans_a = ta, .trans_b = tb,
-        .a = smoe_mm_plain(A, (uint32_t)(ta ? M : K), 0), .b = smoe_mm_plain(B, (uint32_t)(tb ? K : N), 0),
-        .c = smoe_mm_plain(C, (uint32_t)N, 0),
-    };
-    char forced[sizeof gpu->matmul_variant];
-    memcpy(forced, gpu->matmul_variant, sizeof forced);
-    /* every variant the device runs, then (i == count) the library's own choice */
-    uint32_t count = smoe_matmul_variant_count();
-    for (uint32_t i = 0; i <= count && !st; i++) {
-        char name[64];
-        if (i < count) {
-            if (!smoe_matmul_variant_usable(gpu, i) || (only && strcmp(only, smoe_matmul_variant_name(i)))) continue;
-            snprintf(gpu->matmul_variant, sizeof gpu->matmul_variant, "%s", smoe_matmul_variant_name(i));
-            snprintf(name, sizeof name, "%s", smoe_matmul_variant_name(i));
-        } else {
-            memcpy(gpu->matmul_variant, forced, sizeof forced);
-            const char *c = smoe_matmul_choice(gpu, &mm);
-            snprintf(name, sizeof name, "chosen: %s", c ? c : "?");
-        }
-        fprintf(stderr, "bench: %s matmul %dx%dx%d %s...\n", label, M, N, K, name);
-        smoe_program p;
-        st = smoe_program_begin(gpu, &p, &err);
-        if (!st) st = smoe_record_matmul(&p, &mm, &err);
-        if (!st) st = smoe_program_end(&p, &err);
-        for (int r = -1; r < repeat && !st; r++) {
-            if (r == 0) cpu0 = cpu_seconds();
-            double t0 = cli_now();
-            st = smoe_program_run(&p, &err);
-            if (r >= 0) t[r] = (cli_now() - t0) * 1e3;
-        }
-        double cpu = cpu_seconds() - cpu0;
-        smoe_program_destroy(&p);
-        if (!st) st = smoe_tensor_download(&C, 0, got, nc * 4, &err);
-        if (!st) print_row(label, dname, s, name, t, repeat, cpu, rel_err(got, want, nc), json);
+    smoe_bench_matmul *bm = NULL;
+    smoe_status st = smoe_bench_matmul_open(ctx, s, D.a, D.b, &bm);
+    /* every variant the device runs, then the library's own choice */
+    int count = smoe_bench_matmul_variant_count();
+    for (int i = 0; i < count && !st; i++) {
+        const char *v = smoe_bench_matmul_variant(ctx, i);
+        if (v && (!only || !strcmp(only, v))) st = mm_row(bm, &D, v, label, dname, json);
     }
-    memcpy(gpu->matmul_variant, forced, sizeof forced);
-    if (st) rc = cli_fail(ctx, smoe_ctx_error(ctx, st, &err), "the matmul");
-    smoe_arena_release(&arena);
-    free(a), free(b), free(want), free(got), free(t);
-    return rc;
+    if (!st) st = mm_row(bm, &D, NULL, label, dname, json);
+    smoe_bench_matmul_close(bm);
+    mm_free(&D);
+    return st ? cli_fail(ctx, st, "the matmul") : 0;
 }

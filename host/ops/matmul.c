@@ -253,11 +253,10 @@ static double now_ms(void)
 static smoe_status time_variant(smoe_gpu *gpu, const smoe_matmul *mm, const mm_variant *v, double give_up, double *ms,
                                 smoe_err *err)
 {
-    smoe_profile prof = {0}, *caller = gpu->profile;
+    smoe_profile prof = {0};
     int stamps = gpu->info.timestamps;
     smoe_program p;
-    gpu->profile = stamps ? &prof : NULL;
-    smoe_status st = smoe_program_begin(gpu, &p, err);
+    smoe_status st = smoe_program_begin_profiled(gpu, &p, stamps ? &prof : NULL, err);
     if (!st) st = record_variant(&p, mm, v, err);
     if (!st) st = smoe_program_end(&p, err);
     double best = 1e30;
@@ -269,7 +268,6 @@ static smoe_status time_variant(smoe_gpu *gpu, const smoe_matmul *mm, const mm_v
         if (r < 0 && t > give_up) break;
         if (r >= 0 && t < best) best = t;
     }
-    gpu->profile = caller;
     smoe_profile_clear(&prof);
     smoe_program_destroy(&p);
     *ms = best;
@@ -290,9 +288,9 @@ static smoe_status tune_operand(smoe_arena *a, uint32_t rows, uint32_t cols, uin
     return st;
 }
 
-/* Measures every usable variant, best first in table order, on a product of mm's class of at
- * most TUNE_FLOPS (fewer rows and batches; the same N, K, transposes and operand alignment). */
-static smoe_status autotune(smoe_gpu *gpu, const smoe_matmul *mm, const mm_variant **pick, smoe_err *err)
+/* A product of mm's class of at most TUNE_FLOPS: fewer rows and batches; the same N, K and
+ * transposes. */
+static smoe_matmul tune_shape(const smoe_matmul *mm)
 {
     smoe_matmul t = {.M = mm->M, .N = mm->N, .K = mm->K, .batch = mm->batch, .trans_a = mm->trans_a,
                      .trans_b = mm->trans_b};
@@ -303,23 +301,36 @@ static smoe_status autotune(smoe_gpu *gpu, const smoe_matmul *mm, const mm_varia
     uint64_t batches = TUNE_FLOPS / (per_row * t.M);
     t.batch = mm->batch < batches ? mm->batch : (uint32_t)(batches ? batches : 1);
     if (t.batch > 16) t.batch = 16;
+    return t;
+}
+
+/* t's operands on arena, with mm's operand alignment (vec4), all zeros: no denormals or NaNs to
+ * slow a CPU driver down. */
+static smoe_status tune_operands(smoe_gpu *gpu, smoe_arena *arena, smoe_matmul *t, int vec, smoe_err *err)
+{
+    smoe_status st = tune_operand(arena, t->trans_a ? t->K : t->M, t->trans_a ? t->M : t->K, t->batch, vec, &t->a, err);
+    if (!st) st = tune_operand(arena, t->trans_b ? t->N : t->K, t->trans_b ? t->K : t->N, t->batch, vec, &t->b, err);
+    if (!st) st = tune_operand(arena, t->M, t->N, t->batch, vec, &t->c, err);
+    if (!st) st = smoe_arena_commit(arena, err);
+    if (st) return st;
+    smoe_program p;
+    st = smoe_program_begin(gpu, &p, err);
+    smoe_tensor all[3] = {t->a.t, t->b.t, t->c.t};
+    for (int i = 0; i < 3 && !st; i++) st = smoe_program_fill(&p, &all[i], 0, err);
+    if (!st) st = smoe_program_end(&p, err);
+    if (!st) st = smoe_program_run(&p, err);
+    smoe_program_destroy(&p);
+    return st;
+}
+
+/* Measures every usable variant, best first in table order, on tune_shape's product. */
+static smoe_status autotune(smoe_gpu *gpu, const smoe_matmul *mm, const mm_variant **pick, smoe_err *err)
+{
+    smoe_matmul t = tune_shape(mm);
     int vec = texel_vec4(gpu, mm); /* what the texel variant decides on (record_variant) */
     smoe_arena arena;
     smoe_arena_init(&arena, gpu, "matmul autotune");
-    smoe_status st = tune_operand(&arena, t.trans_a ? t.K : t.M, t.trans_a ? t.M : t.K, t.batch, vec, &t.a, err);
-    if (!st) st = tune_operand(&arena, t.trans_b ? t.N : t.K, t.trans_b ? t.K : t.N, t.batch, vec, &t.b, err);
-    if (!st) st = tune_operand(&arena, t.M, t.N, t.batch, vec, &t.c, err);
-    if (!st) st = smoe_arena_commit(&arena, err);
-    if (!st) {
-        /* zeros everywhere: no denormals or NaNs to slow a CPU driver down */
-        smoe_program p;
-        st = smoe_program_begin(gpu, &p, err);
-        smoe_tensor all[3] = {t.a.t, t.b.t, t.c.t};
-        for (int i = 0; i < 3 && !st; i++) st = smoe_program_fill(&p, &all[i], 0, err);
-        if (!st) st = smoe_program_end(&p, err);
-        if (!st) st = smoe_program_run(&p, err);
-        smoe_program_destroy(&p);
-    }
+    smoe_status st = tune_operands(gpu, &arena, &t, vec, err);
     double best = 1e30;
     *pick = NULL;
     for (int group = 1; group >= 0 && !st; group--)
@@ -337,17 +348,19 @@ static smoe_status autotune(smoe_gpu *gpu, const smoe_matmul *mm, const mm_varia
 
 /* ---- Choice and recording ---- */
 
-static smoe_status choose(smoe_gpu *gpu, const smoe_matmul *mm, const mm_variant **out, smoe_err *err)
+/* forced: a variant's name or "" (none); may_tune: whether a shape class may be measured. */
+static smoe_status choose(smoe_gpu *gpu, const smoe_matmul *mm, const char *forced, int may_tune,
+                          const mm_variant **out, smoe_err *err)
 {
-    if (gpu->matmul_variant[0]) {
-        const mm_variant *v = by_name(gpu->matmul_variant);
+    if (forced[0]) {
+        const mm_variant *v = by_name(forced);
         if (!v) {
             char names[512] = "";
             for (size_t i = 0; i < VARIANT_COUNT; i++)
                 snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "", variants[i].name);
             return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT,
                              "unknown matmul variant \"%s\" (SOFTMOE_MATMUL_VARIANT): the variants are %s",
-                             gpu->matmul_variant, names);
+                             forced, names);
         }
         /* a forced variant that cannot run this product leaves it to the table */
         if (usable(gpu, v, mm)) {
@@ -357,7 +370,7 @@ static smoe_status choose(smoe_gpu *gpu, const smoe_matmul *mm, const mm_variant
     }
     *out = table_choice(gpu, mm);
     /* products through an index list cost what its contents make them: the table, by tile_m */
-    if (!gpu->autotune || mm->gather) return SMOE_OK;
+    if (!may_tune || mm->gather) return SMOE_OK;
     char key[SMOE_TUNE_KEY_MAX];
     class_key(gpu, mm, key, sizeof key);
     const char *cached = smoe_tune_get(gpu, key);
@@ -375,22 +388,26 @@ static smoe_status choose(smoe_gpu *gpu, const smoe_matmul *mm, const mm_variant
     return SMOE_OK;
 }
 
-const char *smoe_matmul_choice(smoe_gpu *gpu, const smoe_matmul *mm)
+const char *smoe_matmul_choice(smoe_gpu *gpu, const smoe_matmul *mm, const char *variant)
 {
     const mm_variant *v;
     smoe_err err;
-    int autotune_was = gpu->autotune;
-    gpu->autotune = 0;
-    smoe_status st = choose(gpu, mm, &v, &err);
-    gpu->autotune = autotune_was;
+    smoe_status st = choose(gpu, mm, variant ? variant : gpu->opts->matmul_variant, 0, &v, &err);
     return st ? NULL : v->name;
 }
 
 smoe_status smoe_record_matmul(smoe_program *p, const smoe_matmul *mm, smoe_err *err)
 {
     if (!mm->M || !mm->N || !mm->batch) return SMOE_OK;
+    return smoe_record_matmul_variant(p, mm, NULL, err);
+}
+
+smoe_status smoe_record_matmul_variant(smoe_program *p, const smoe_matmul *mm, const char *variant, smoe_err *err)
+{
+    if (!mm->M || !mm->N || !mm->batch) return SMOE_OK;
     const mm_variant *v;
-    smoe_status st = choose(p->gpu, mm, &v, err);
+    const char *forced = variant ? variant : p->gpu->opts->matmul_variant;
+    smoe_status st = choose(p->gpu, mm, forced, p->gpu->opts->autotune, &v, err);
     if (st) return st;
     return record_variant(p, mm, v, err);
 }

@@ -37,10 +37,14 @@ typedef struct smoe_matmul {
     uint32_t tile_m; /* the rows to pick the tile for, when fewer than M are expected (0: M) */
 } smoe_matmul;
 
-/* Records mm with the variant chosen for it: the one gpu->matmul_variant forces where it can run
- * mm, else the one autotuning measured fastest on mm's shape class (when gpu->autotune; measured
- * on first use, kept in tune.h's file), else the table's (matmul.c). */
+/* Records mm with the variant chosen for it: the one the options force (SOFTMOE_MATMUL_VARIANT,
+ * gpu->opts->matmul_variant) where it can run mm, else the one autotuning measured fastest on mm's
+ * shape class (when gpu->opts->autotune; measured on first use, kept in tune.h's file), else the
+ * table's (matmul.c). */
 smoe_status smoe_record_matmul(smoe_program *p, const smoe_matmul *mm, smoe_err *err);
+/* As smoe_record_matmul with variant (a name) forced for this product instead of the options'
+ * (benchmarks and tests that time or check one variant); NULL: the options' (smoe_record_matmul). */
+smoe_status smoe_record_matmul_variant(smoe_program *p, const smoe_matmul *mm, const char *variant, smoe_err *err);
 
 /* The variants (shared-memory tiles: shaders/matmul.comp; register tiles over texel buffers:
  * shaders/matmul_texel.comp), by index: their names, and whether gpu can run them at all. */
@@ -49,7 +53,8 @@ const char *smoe_matmul_variant_name(uint32_t i);
 int smoe_matmul_variant_usable(const smoe_gpu *gpu, uint32_t i);
 /* The shader of variant i: the rows of one shader differ only in their constants. */
 const char *smoe_matmul_variant_shader(uint32_t i);
-/* The variant recording mm would use now, autotuning aside (NULL: a bad forced name). */
-const char *smoe_matmul_choice(smoe_gpu *gpu, const smoe_matmul *mm);
+/* The variant smoe_record_matmul_variant(mm, variant) would use now, autotuning aside (NULL: a bad
+ * forced name). */
+const char *smoe_matmul_choice(smoe_gpu *gpu, const smoe_matmul *mm, const char *variant);
 
 #endif
