@@ -1,3 +1,4 @@
+#define _POSIX_C_SOURCE 200809L /* setenv in test_vk.h */
 /* The executor (host/exec.h): on the CPU path every run emits the ops again; on Vulkan a program
  * is recorded once per (plan, mode) and replayed while its key is the same, recorded again when
  * the key changes or its plan is forgotten, and can be submitted and then polled or waited for. */
