@@ -11,6 +11,7 @@
 #include "job.h"
 #include "ops/expert_subset.h"
 #include "ops/softmoe_layer.h"
+#include "user_metadata.h"
 
 /* ---- The parameter table ---- */
 
@@ -299,6 +300,7 @@ static void model_free(smoe_model *m)
         free(m->layer);
     }
     if (m->vit) smoe_vit_destroy(m->vit);
+    smoe_user_meta_free(m);
     smoe_arena_release(&m->opt_arena);
     smoe_arena_release(&m->grad_arena);
     smoe_arena_release(&m->param_arena);
@@ -361,6 +363,7 @@ static smoe_status load(smoe_context *ctx, const smoe_st_file *f, smoe_model **o
     smoe_status st = smoe_model_new(ctx, is_layer ? SMOE_MODEL_LAYER : SMOE_MODEL_VIT, &m, err);
     if (st) return st;
     st = is_layer ? load_layer(m, f, err) : smoe_vit_load(m, f, err);
+    if (!st) st = smoe_user_meta_load(m, f, err);
     return smoe_model_finish(m, st, out, err);
 }
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "model.h"
+#include "user_metadata.h"
 
 void smoe_train_config_default(smoe_train_config *cfg)
 {
@@ -84,7 +85,7 @@ smoe_status smoe_model_save(smoe_model *m, const char *path, int with_optimizer)
         snprintf(step, sizeof step, "%ld", m->step);
         meta[meta_count++] = (smoe_st_meta){"softmoe.step", step};
     }
-    if (!st) st = smoe_st_write(path, e, count, meta, meta_count, &err);
+    if (!st) st = smoe_user_meta_write(m, path, e, count, meta, meta_count, &err);
     for (int i = 0; data && i < count; i++) free(data[i]);
     free(data);
     free(names);
