@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "job.h"
+#include "user_metadata.h"
 
 /* ---- The parameter table ---- */
 
@@ -147,6 +148,7 @@ static void model_free(smoe_model *m)
 {
     if (m->ops && m->ops->destroy) m->ops->destroy(m);
     smoe_executor_destroy(&m->exec);
+    smoe_user_meta_free(m);
     smoe_arena_release(&m->opt_arena);
     smoe_arena_release(&m->grad_arena);
     smoe_arena_release(&m->param_arena);

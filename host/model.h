@@ -52,6 +52,7 @@ struct smoe_model {
     struct smoe_job *job;    /* the unfinished asynchronous job, if any (host/job.c) */
     smoe_keep keep;          /* expert-subset inference (host/keep_experts.c); k = 0: all */
     uint32_t keep_calls;     /* inference calls since it was set: the random draws' counter */
+    struct smoe_user_meta *user_meta; /* smoe_model_set_metadata's pairs (host/user_metadata.c) */
 };
 
 /* Adds a parameter to the table (not yet reserved). */

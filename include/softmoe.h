@@ -510,6 +510,31 @@ SMOE_API long smoe_model_train_step_count(const smoe_model *model);
  * SMOE_ERROR_NOT_FINITE naming it, and path is left as it was. */
 SMOE_API smoe_status smoe_model_save(smoe_model *model, const char *path, int with_optimizer);
 
+/* ---- User metadata ---------------------------------------------------------------------- */
+
+/* Limits of smoe_model_set_metadata, in bytes of UTF-8 (without the terminating NUL), and keys. */
+#define SMOE_METADATA_MAX_KEY 128
+#define SMOE_METADATA_MAX_VALUE 65536
+#define SMOE_METADATA_MAX_ENTRIES 64
+
+/* Sets the text value of key in the model's own metadata (value NULL removes key; removing an
+ * absent key is fine). The pairs stay with the model: smoe_model_save writes them into the file's
+ * "__metadata__" beside the library's keys, and smoe_model_load_file/memory read back every key
+ * of a file that is not the library's (class names, a training run's progress, provenance). A key
+ * is 1..SMOE_METADATA_MAX_KEY bytes of UTF-8 without control characters and must not start with
+ * "softmoe." (the library's own keys); a value is UTF-8 of at most SMOE_METADATA_MAX_VALUE bytes;
+ * a model has at most SMOE_METADATA_MAX_ENTRIES keys (loading a file beyond these limits is
+ * SMOE_ERROR_BAD_FORMAT). Both strings are copied. Errors: SMOE_ERROR_INVALID_ARGUMENT (model or
+ * key NULL, a key or value outside these rules, a new key beyond the count), SMOE_ERROR_OUT_OF_HOST_MEMORY;
+ * nothing changes on failure. Threads: context. */
+SMOE_API smoe_status smoe_model_set_metadata(smoe_model *model, const char *key, const char *value);
+
+/* *value: the value of key in the model's own metadata, or NULL when it has none (the library's
+ * "softmoe.*" keys are never user metadata). The string is owned by the model, valid until key is
+ * set again or the model is freed. Errors: SMOE_ERROR_INVALID_ARGUMENT (a NULL argument).
+ * Threads: context. */
+SMOE_API smoe_status smoe_model_get_metadata(const smoe_model *model, const char *key, const char **value);
+
 /* ---- Images and class names (for the shipped Fashion-MNIST classifier) ------------------ */
 
 /* Reads an image file and writes it as grayscale floats in [0, 1] into out[height * width]
@@ -534,6 +559,35 @@ SMOE_API smoe_status smoe_image_read_gray_memory(smoe_context *ctx, const void *
  * "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot" for 0..9, "unknown" otherwise. Never
  * NULL; static storage. Threads: any. */
 SMOE_API const char *smoe_fmnist_class_name(int label);
+
+/* ---- The Fashion-MNIST dataset (to train and evaluate on) ------------------------------- */
+
+/* One split of the dataset in memory, as the files hold it. Zero it before smoe_fmnist_read. */
+typedef struct smoe_dataset {
+    int count, height, width;
+    uint8_t *pixels; /* count * height * width bytes, row-major, example after example */
+    uint8_t *labels; /* count, each < 10 */
+} smoe_dataset;
+
+/* Reads the training split (train = 1, 60000 images) or the test split (train = 0, 10000) of
+ * Fashion-MNIST as Debian's dataset-fashion-mnist installs it: the gzipped IDX files
+ * {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz in dir; dir NULL or "" means
+ * $SOFTMOE_FMNIST_DIR when set, else /usr/share/datasets/fashion-mnist. Needs no opened device:
+ * ctx only receives the error message and may be NULL. *out is zeroed first and stays zeroed on
+ * failure; free it with smoe_dataset_free. Errors: SMOE_ERROR_INVALID_ARGUMENT (out NULL, a path
+ * too long), SMOE_ERROR_IO (a file cannot be read; the message names it and the package),
+ * SMOE_ERROR_BAD_FORMAT (a malformed or truncated file, counts that disagree, a label >= 10),
+ * SMOE_ERROR_OUT_OF_HOST_MEMORY. Threads: context (with ctx NULL: any, while nothing changes the
+ * environment). */
+SMOE_API smoe_status smoe_fmnist_read(smoe_context *ctx, const char *dir, int train, smoe_dataset *out);
+
+/* Frees the arrays and zeroes *d; NULL and a zeroed dataset are fine. Threads: any. */
+SMOE_API void smoe_dataset_free(smoe_dataset *d);
+
+/* Gathers examples idx[0..n) as smoe_vit_infer and smoe_vit_train_step take them: images (may be
+ * NULL) as float32 [n, 1, height, width] = pixel / 255, labels (may be NULL) as int32 [n]. An
+ * index outside [0, count) gives an all-zero image and label -1. Threads: any. */
+SMOE_API void smoe_dataset_batch(const smoe_dataset *d, const int *idx, int n, float *images, int32_t *labels);
 
 #ifdef __cplusplus
 }

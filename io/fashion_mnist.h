@@ -18,11 +18,7 @@
 #define SMOE_FMNIST_MAX_COUNT 10000000
 #define SMOE_FMNIST_MAX_SIDE 4096
 
-typedef struct smoe_dataset {
-    int count, height, width;
-    uint8_t *pixels; /* count * height * width, row-major, example after example */
-    uint8_t *labels; /* count, each < SMOE_FMNIST_CLASSES */
-} smoe_dataset;
+/* smoe_dataset, smoe_dataset_free and smoe_dataset_batch are public (softmoe.h). */
 
 /* Loads the training split (train = 1, 60000 images) or the test split (train = 0, "t10k", 10000
  * images) from dir; dir NULL (or "") means $SOFTMOE_FMNIST_DIR when set and not empty, else

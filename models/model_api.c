@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "model_kinds.h"
+#include "user_metadata.h"
 
 static const smoe_model_kind_ops *const kinds[] = {&smoe_layer_kind, &smoe_vit_kind};
 
@@ -19,6 +20,7 @@ static smoe_status load(smoe_context *ctx, const smoe_st_file *f, smoe_model **o
     smoe_status st = smoe_model_new(ctx, kind, &m, err);
     if (st) return st;
     st = kind->load(m, f, err);
+    if (!st) st = smoe_user_meta_load(m, f, err);
     return smoe_model_finish(m, st, out, err);
 }
 

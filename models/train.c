@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "model_kinds.h"
+#include "user_metadata.h"
 
 void smoe_train_config_default(smoe_train_config *cfg)
 {
@@ -105,7 +106,7 @@ smoe_status smoe_model_save(smoe_model *m, const char *path, int with_optimizer)
         snprintf(step, sizeof step, "%ld", m->step);
         meta[meta_count++] = (smoe_st_meta){"softmoe.step", step};
     }
-    if (!st) st = smoe_st_write(path, l.e, l.count, meta, meta_count, &err);
+    if (!st) st = smoe_user_meta_write(m, path, l.e, l.count, meta, meta_count, &err);
     save_list_free(&l);
     return smoe_ctx_error(m->ctx, st, &err);
 }

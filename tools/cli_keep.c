@@ -32,28 +32,20 @@ static int parse_keep(const char *s, cli_keep *k)
     return 1;
 }
 
-int cli_keep_option(int argc, char **argv, int *i, cli_keep *k)
+static int keep_option(const char *v, void *dst)
 {
-    const char *a = argv[*i];
-    if (!strcmp(a, "--renormalize")) {
-        k->renormalize = 1;
-        return 1;
-    }
-    int is_keep = !strcmp(a, "--keep-experts"), is_random = !strcmp(a, "--random-experts");
-    if (!is_keep && !is_random) return 0;
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "softmoe: %s needs a value\n", a);
-        return -1;
-    }
-    const char *v = argv[++*i];
-    if (is_keep) {
-        k->given = 1;
-        k->count = 0;
-        k->fraction = 0;
-        if (parse_keep(v, k)) return 1;
-        fprintf(stderr, "softmoe: --keep-experts \"%s\": give a count (4) or a fraction of the experts (1/8, 0.125)\n", v);
-        return -1;
-    }
+    cli_keep *k = dst;
+    k->given = 1;
+    k->count = 0;
+    k->fraction = 0;
+    if (parse_keep(v, k)) return 1;
+    fprintf(stderr, "softmoe: --keep-experts \"%s\": give a count (4) or a fraction of the experts (1/8, 0.125)\n", v);
+    return -1;
+}
+
+static int random_option(const char *v, void *dst)
+{
+    cli_keep *k = dst;
     char *end = NULL;
     unsigned long long seed = strtoull(v, &end, 10);
     if (!*v || *end || *v == '-') {
@@ -63,6 +55,14 @@ int cli_keep_option(int argc, char **argv, int *i, cli_keep *k)
     k->random = 1;
     k->seed = (uint64_t)seed;
     return 1;
+}
+
+void cli_keep_options(cli_keep *k, cli_opt table[4])
+{
+    table[0] = (cli_opt){.name = "renormalize", .kind = CLI_FLAG, .dst = &k->renormalize};
+    table[1] = (cli_opt){.name = "keep-experts", .kind = CLI_CUSTOM, .dst = k, .parse = keep_option};
+    table[2] = (cli_opt){.name = "random-experts", .kind = CLI_CUSTOM, .dst = k, .parse = random_option};
+    table[3] = (cli_opt){0};
 }
 
 int cli_keep_apply(smoe_context *ctx, smoe_model *model, const cli_keep *k, int *kept, int *experts)

@@ -15,20 +15,19 @@ typedef struct run_opts {
 static int parse_run(int argc, char **argv, run_opts *o)
 {
     memset(o, 0, sizeof *o);
+    cli_opt keep[4];
+    cli_keep_options(&o->keep, keep);
+    const cli_opt table[] = {
+        {.name = "model", .kind = CLI_STRING, .dst = &o->model},   {.name = "input", .kind = CLI_STRING, .dst = &o->input},
+        {.name = "output", .kind = CLI_STRING, .dst = &o->output}, {.name = "device", .kind = CLI_STRING, .dst = &o->device},
+        {.name = "", .kind = CLI_TABLE, .dst = keep},              {0},
+    };
     for (int i = 1; i < argc; i++) {
-        int kept = cli_keep_option(argc, argv, &i, &o->keep);
-        if (kept < 0) return 2;
-        if (kept) continue;
-        const char **slot = NULL;
-        if (!strcmp(argv[i], "--model")) slot = &o->model;
-        else if (!strcmp(argv[i], "--input")) slot = &o->input;
-        else if (!strcmp(argv[i], "--output")) slot = &o->output;
-        else if (!strcmp(argv[i], "--device")) slot = &o->device;
-        if (!slot || i + 1 >= argc) {
-            fprintf(stderr, "softmoe run: %s \"%s\"\n", slot ? "missing value after" : "unknown option", argv[i]);
-            return 2;
-        }
-        *slot = argv[++i];
+        int r = cli_option(table, argc, argv, &i);
+        if (r == CLI_OK) continue;
+        if (r != CLI_REPORTED)
+            fprintf(stderr, "softmoe run: %s \"%s\"\n", r == CLI_UNKNOWN ? "unknown option" : "missing value after", argv[i]);
+        return 2;
     }
     if (!o->model || !o->input || !o->output) {
         fprintf(stderr, "softmoe run: --model, --input and --output are required\n");

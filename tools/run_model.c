@@ -83,6 +83,18 @@ static smoe_status output_grads(smoe_context *ctx, smoe_model *model, run_output
     return SMOE_OK;
 }
 
+/* The shape [b, m, d] of the input's x, checked against the layer's d. */
+static smoe_status layer_input_shape(const smoe_st_file *in, const char *input, int d, int64_t shape[3], smoe_err *err)
+{
+    const smoe_st_tensor *xt = smoe_st_find(in, "x");
+    if (!xt || xt->ndim != 3 || xt->shape[2] != d || xt->shape[0] < 1 || xt->shape[1] < 1 ||
+        xt->shape[0] > (1 << 24) || xt->shape[1] > (1 << 24))
+        return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "%s: tensor \"x\" %s; expected F32 [b, m, %d]", input,
+                         xt ? "has the wrong shape" : "is missing", d);
+    shape[0] = xt->shape[0], shape[1] = xt->shape[1], shape[2] = d;
+    return SMOE_OK;
+}
+
 /* x [b, m, d] (and dy) in; y (and grad.x, grad.*) out. */
 static smoe_status run_layer(smoe_context *ctx, smoe_model *model, const smoe_st_file *in, const char *input,
                              run_outputs *out, smoe_err *err)
@@ -92,12 +104,10 @@ static smoe_status run_layer(smoe_context *ctx, smoe_model *model, const smoe_st
     static const char *const names[] = {"x", "dy", NULL};
     smoe_status st = only(in, input, names, "a layer takes x [b, m, d] and dy", err);
     if (st) return st;
-    const smoe_st_tensor *xt = smoe_st_find(in, "x"), *dyt = NULL;
-    if (!xt || xt->ndim != 3 || xt->shape[2] != ls.d || xt->shape[0] < 1 || xt->shape[1] < 1 ||
-        xt->shape[0] > (1 << 24) || xt->shape[1] > (1 << 24))
-        return smoe_fail(err, SMOE_ERROR_BAD_FORMAT, "%s: tensor \"x\" %s; expected F32 [b, m, %d]", input,
-                         xt ? "has the wrong shape" : "is missing", ls.d);
-    int64_t shape[3] = {xt->shape[0], xt->shape[1], ls.d};
+    const smoe_st_tensor *xt = NULL, *dyt = NULL;
+    int64_t shape[3];
+    st = layer_input_shape(in, input, ls.d, shape, err);
+    if (st) return st;
     int b = (int)shape[0], m = (int)shape[1];
     st = smoe_st_expect_f32(in, "x", 3, shape, &xt, err);
     if (!st && smoe_st_find(in, "dy")) st = smoe_st_expect_f32(in, "dy", 3, shape, &dyt, err);

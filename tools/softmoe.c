@@ -24,7 +24,7 @@ int cli_fail(smoe_context *ctx, smoe_status st, const char *what)
     return 1;
 }
 
-smoe_context *cli_open(const char *device)
+smoe_context *cli_context(void)
 {
     smoe_context *ctx = NULL;
     if (smoe_context_create(&ctx)) {
@@ -32,13 +32,22 @@ smoe_context *cli_open(const char *device)
         return NULL;
     }
     smoe_set_log_callback(ctx, cli_log, NULL);
-    smoe_status st = smoe_context_open_device(ctx, device);
-    if (st) {
-        cli_fail(ctx, st, "opening the device");
-        smoe_context_destroy(ctx);
-        return NULL;
-    }
     return ctx;
+}
+
+int cli_open_device(smoe_context *ctx, const char *device)
+{
+    smoe_status st = smoe_context_open_device(ctx, device);
+    if (!st) return 0;
+    cli_fail(ctx, st, "opening the device");
+    smoe_context_destroy(ctx);
+    return 1;
+}
+
+smoe_context *cli_open(const char *device)
+{
+    smoe_context *ctx = cli_context();
+    return ctx && !cli_open_device(ctx, device) ? ctx : NULL;
 }
 
 int cli_close(smoe_context *ctx, int rc)
