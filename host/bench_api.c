@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "context.h"
+#include "model.h"
 #include "ops/matmul.h"
 #include "ops/sparse_moe_layer.h"
 #include "pipeline.h"
@@ -73,15 +74,12 @@ int smoe_bench_can_profile(smoe_context *ctx)
     return gpu && gpu->info.timestamps;
 }
 
-int smoe_bench_profiled(smoe_context *ctx, smoe_profile *prof, int (*run)(void *user), void *user)
+void smoe_bench_profile_model(smoe_model *model, smoe_profile *prof)
 {
-    if (!smoe_bench_can_profile(ctx)) return run(user);
-    /* The programs the models begin during run take it from here (record.c); nothing else sets it. */
-    smoe_gpu *gpu = smoe_ctx_gpu(ctx);
-    gpu->profile = prof;
-    int rc = run(user);
-    gpu->profile = NULL;
-    return rc;
+    if (!smoe_bench_can_profile(model->ctx)) return;
+    smoe_err err = {{0}};
+    if (smoe_model_settle(model, &err)) return; /* the device was lost: its runs will say so */
+    smoe_executor_set_profile(&model->exec, prof);
 }
 
 /* ---- The layer model ---- */

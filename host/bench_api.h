@@ -16,10 +16,10 @@ double smoe_bench_vulkan_peak(smoe_context *ctx);
 
 /* Whether calls on ctx can be profiled (a Vulkan queue with timestamps). */
 int smoe_bench_can_profile(smoe_context *ctx);
-/* Calls run(user) with every program begun during it recording per-dispatch GPU times into prof
- * whenever it runs (so prof is to outlive them: free the models run made before prof); returns
- * what run returned. Without profiling (smoe_bench_can_profile 0) just calls run. */
-int smoe_bench_profiled(smoe_context *ctx, smoe_profile *prof, int (*run)(void *user), void *user);
+/* From now on every run of model's work adds its per-dispatch GPU times to prof (its programs
+ * are recorded again, with timestamps); NULL stops it. prof is to outlive the model or be
+ * unset first. Without profiling (smoe_bench_can_profile 0) nothing changes. */
+void smoe_bench_profile_model(smoe_model *model, smoe_profile *prof);
 
 /* A Soft MoE layer model of deterministic made-up weights: d model width, n experts, p slots
  * each, h expert hidden width. */

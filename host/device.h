@@ -52,9 +52,6 @@ typedef struct smoe_gpu {
     VkPipelineCache pipeline_cache;
     struct smoe_pipeline_cache *pipelines; /* pipeline.c */
     const smoe_options *opts;              /* the context's policy (options.h): read, never changed */
-    /* The profile of the profiled call in progress (bench_api.h's smoe_bench_profiled), which the
-     * programs begun during it record into (record.h); NULL otherwise. Set by nothing else. */
-    struct smoe_profile *profile;
     struct smoe_tune *tune;                /* autotune choices (tune.h), read on first use */
     uint32_t tunings;                      /* autotune measurements made (tests) */
     int row_serial;                        /* row kernels: an invocation per row (CPU drivers), not a workgroup */

@@ -20,6 +20,12 @@ void smoe_executor_destroy(smoe_executor *x)
     for (int i = 0; i < SMOE_EXEC_SLOTS; i++) drop(&x->slot[i]);
 }
 
+void smoe_executor_set_profile(smoe_executor *x, struct smoe_profile *prof)
+{
+    smoe_executor_destroy(x);
+    x->profile = prof;
+}
+
 void smoe_executor_forget_plan(smoe_executor *x, int plan)
 {
     for (int i = 0; i < SMOE_EXEC_SLOTS; i++)
@@ -46,7 +52,7 @@ static smoe_status program_of(smoe_executor *x, const smoe_exec_request *rq, smo
     for (int i = 0; i < SMOE_EXEC_SLOTS && !s; i++)
         if (!x->slot[i].used) s = &x->slot[i];
     if (!s) return smoe_fail(err, SMOE_ERROR_INTERNAL, "more than %d recorded programs in one model", SMOE_EXEC_SLOTS);
-    smoe_status st = smoe_program_begin(x->gpu, &s->prog, err);
+    smoe_status st = smoe_program_begin_profiled(x->gpu, &s->prog, x->profile, err);
     smoe_exec ex = {x->gpu, &s->prog};
     if (!st) st = rq->emit(&ex, rq, err);
     if (!st) st = smoe_program_end(&s->prog, err);

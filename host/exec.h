@@ -32,12 +32,16 @@ typedef struct smoe_exec_slot {
 
 typedef struct smoe_executor {
     smoe_gpu *gpu; /* the model's device (smoe_ctx_gpu); NULL: the CPU path */
+    struct smoe_profile *profile; /* programs record per-dispatch GPU times into it (bench), or NULL */
     smoe_exec_slot slot[SMOE_EXEC_SLOTS];
 } smoe_executor;
 
 void smoe_executor_init(smoe_executor *x, smoe_gpu *gpu);
 /* Waits for what is still submitted and frees every program. */
 void smoe_executor_destroy(smoe_executor *x);
+/* Programs recorded from now on time every dispatch into prof (NULL: none); the cached ones are
+ * dropped, to be recorded again so. prof is to outlive the executor's programs. */
+void smoe_executor_set_profile(smoe_executor *x, struct smoe_profile *prof);
 /* Drops the programs of a plan whose buffers are about to be released or moved. */
 void smoe_executor_forget_plan(smoe_executor *x, int plan);
 

@@ -167,7 +167,7 @@ static void collect(smoe_program *p)
 
 smoe_status smoe_program_begin(smoe_gpu *gpu, smoe_program *p, smoe_err *err)
 {
-    return smoe_program_begin_profiled(gpu, p, gpu->profile, err);
+    return smoe_program_begin_profiled(gpu, p, NULL, err);
 }
 
 smoe_status smoe_program_begin_profiled(smoe_gpu *gpu, smoe_program *p, smoe_profile *prof, smoe_err *err)

@@ -72,7 +72,7 @@ typedef struct smoe_program {
     char (*labels)[SMOE_LABEL_MAX];
 } smoe_program;
 
-/* Begins a program; profiled (into gpu->profile) during a profiled call (bench_api.h). */
+/* Begins a program (not profiled). */
 smoe_status smoe_program_begin(smoe_gpu *gpu, smoe_program *p, smoe_err *err);
 /* Begins a program whose every run adds its dispatches' GPU times to prof (NULL: none). */
 smoe_status smoe_program_begin_profiled(smoe_gpu *gpu, smoe_program *p, struct smoe_profile *prof, smoe_err *err);

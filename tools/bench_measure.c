@@ -134,7 +134,7 @@ void bench_print_profile(const char *label, const char *dname, const char *what,
 
 /* ---- The layer ---- */
 
-/* The timed runs of one layer measurement (a smoe_bench_profiled call when profiled). */
+/* The timed runs of one layer measurement (profiled through smoe_bench_profile_model when asked). */
 typedef struct layer_runs {
     smoe_context *ctx;
     smoe_model *model;
@@ -189,7 +189,8 @@ int bench_time_layer(smoe_context *ctx, const int *sh, int backward, int repeat,
     smoe_status kst = smoe_model_set_keep_experts(L.model, keep, 0);
     int rc = kst ? cli_fail(ctx, kst, "keeping experts") : 0;
     if (!rc && !layer_buffers(&L, sh[2])) rc = cli_fail(ctx, SMOE_ERROR_OUT_OF_HOST_MEMORY, "the layer's inputs");
-    if (!rc) rc = prof ? smoe_bench_profiled(ctx, prof, run_layer, &L) : run_layer(&L);
+    if (!rc && prof) smoe_bench_profile_model(L.model, prof);
+    if (!rc) rc = run_layer(&L);
     if (!rc) summarise(L.t, repeat, r);
     free(L.t), free(L.x), free(L.y), free(L.dy), free(L.dx);
     smoe_model_free(L.model);
@@ -297,7 +298,8 @@ int bench_time_vit(smoe_context *ctx, const bench_opts *o, double *infer_ips, do
     for (int mode = 0; mode < 2 && !rc; mode++) {
         V.mode = mode;
         V.prof = prof ? &prof[mode] : NULL;
-        rc = prof ? smoe_bench_profiled(ctx, V.prof, run_vit, &V) : run_vit(&V);
+        if (prof) smoe_bench_profile_model(V.model, V.prof);
+        rc = run_vit(&V);
         *(mode ? train_ips : infer_ips) = V.B / V.best;
     }
     free(V.images), free(V.logits), free(V.labels);

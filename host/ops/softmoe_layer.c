@@ -1,4 +1,4 @@
-/* The Soft MoE layer on Vulkan: forward in 8 dispatches, backward in 16; D and C never stored.
+/* The Soft MoE layer on Vulkan: forward in 9 dispatches, backward in 17 (soft routing); D and C never stored.
  * A fixed side of the routing ablation (smoe_mixing) replaces its matmuls: uniform weights are a
  * sum over rows and a broadcast (sum_rows.comp, broadcast.comp), identity weights a copy; the
  * logits and their statistics are computed only for a soft side. */
