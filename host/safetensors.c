@@ -1,4 +1,4 @@
-/* The safetensors format (SPEC section 3): reading with full validation, writing atomically.
+/* The safetensors format (docs/format.md section 3): reading with full validation, writing atomically.
  *
  * Layout: u64 little-endian header length N, N bytes of JSON (an object mapping tensor names to
  * {"dtype", "shape", "data_offsets"}, plus an optional "__metadata__" object of strings), then the

@@ -1,4 +1,4 @@
-/* The safetensors file format (SPEC section 3): an 8-byte little-endian header length, a JSON
+/* The safetensors file format (docs/format.md section 3): an 8-byte little-endian header length, a JSON
  * header (cJSON), then raw little-endian tensor data. Reading validates everything before
  * returning; writing is atomic (temp file, fsync, rename). */
 #ifndef SMOE_SAFETENSORS_H

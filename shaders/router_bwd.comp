@@ -5,7 +5,7 @@
 // does not depend on L, and its buffers here are neither computed nor read.
 // PHASE 0, one workgroup (or invocation: util.glsl) per slot column j of sequence z: cs[j] = sum_i D_ij G_D_ij.
 // PHASE 1, one per token row i: rs = sum_j C_ij G_C_ij, then G_L_ij, and
-//   U_ij = scale * r_i * c_j * G_L_ij written over G_D (the l2 backward's input, see SPEC), and
+//   U_ij = scale * r_i * c_j * G_L_ij written over G_D (the l2 backward's input, see docs/format.md), and
 //   partial[i] = sum_j G_L_ij P_ij (summed later into the scale's gradient).
 #extension GL_GOOGLE_include_directive : require
 layout(local_size_x_id = 0, local_size_y_id = 1, local_size_z_id = 2) in;

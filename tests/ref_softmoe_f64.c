@@ -1,4 +1,4 @@
-/* The Soft MoE layer in double precision, written to be read next to SPEC section 1.
+/* The Soft MoE layer in double precision, written to be read next to docs/format.md section 1.
  * Matrices are row-major; every sequence of the batch is routed independently, and the experts
  * are applied slot by slot (the same as applying expert e to the matrix of all its slots). */
 #include "ref_softmoe_f64.h"

@@ -1,4 +1,4 @@
-/* The Soft MoE layer (SPEC section 1) in double precision with plain loops: the slow, obviously
+/* The Soft MoE layer (docs/format.md section 1) in double precision with plain loops: the slow, obviously
  * correct reference the float32 CPU path is tested against. No BLAS, no threads. */
 #ifndef SMOE_REF_SOFTMOE_F64_H
 #define SMOE_REF_SOFTMOE_F64_H

@@ -1,4 +1,4 @@
-/* The ViT ops (SPEC section 2) in double precision with plain loops: the slow, obviously correct
+/* The ViT ops (docs/format.md section 2) in double precision with plain loops: the slow, obviously correct
  * reference that host/cpu/vit_cpu.c is tested against. No BLAS, no threads. Same layouts as
  * vit_cpu.h; every output is overwritten. */
 #ifndef SMOE_REF_VIT_F64_H

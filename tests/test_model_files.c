@@ -1,4 +1,4 @@
-/* Malformed model and input files, one case per rule of SPEC section 3 beyond the safetensors
+/* Malformed model and input files, one case per rule of docs/format.md section 3 beyond the safetensors
  * layer (test_safetensors covers that): each variant of the golden layer and ViT (a tensor missing,
  * one too many, another dtype, a shape that disagrees with the configuration, NaN or Inf in a
  * weight, configuration values zero, negative, absurdly large or inconsistent, optimizer state

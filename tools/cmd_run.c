@@ -1,4 +1,4 @@
-/* softmoe run: a model file on an input file (SPEC section 3), outputs to a file. */
+/* softmoe run: a model file on an input file (docs/format.md section 3), outputs to a file. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdlib.h>
 #include <string.h>

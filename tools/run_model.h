@@ -1,4 +1,4 @@
-/* What `softmoe run` computes (SPEC section 3): a model's outputs for an input file, checked
+/* What `softmoe run` computes (docs/format.md section 3): a model's outputs for an input file, checked
  * against the model first. Kept apart from the command so that the fuzzer (tests/fuzz) reads
  * input files through exactly this code. */
 #ifndef SMOE_RUN_MODEL_H

@@ -1,4 +1,4 @@
-/* The Soft MoE layer on the CPU (SPEC section 1), float32, on the OpenMP threads.
+/* The Soft MoE layer on the CPU (docs/format.md section 1), float32, on the OpenMP threads.
  *
  * Layouts (all row-major):
  *   per sequence:  logits, D, C        [b, m, S]      (S = n*p slots, slot j = e*p + k)

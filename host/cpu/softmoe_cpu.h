@@ -1,4 +1,4 @@
-/* The Soft MoE layer on the CPU path (SPEC section 1): readable C, its GEMMs through gemm.h,
+/* The Soft MoE layer on the CPU path (docs/format.md section 1): readable C, its GEMMs through gemm.h,
  * on the OpenMP threads. The reference every Vulkan kernel is checked against. */
 #ifndef SMOE_SOFTMOE_CPU_H
 #define SMOE_SOFTMOE_CPU_H
@@ -8,7 +8,7 @@
 
 #include "layer_types.h"
 
-/* Parameters, in the SPEC's layouts: phi [d, n*p], scale [1], w1 [n, h, d], b1 [n, h],
+/* Parameters, in the layouts of docs/format.md: phi [d, n*p], scale [1], w1 [n, h, d], b1 [n, h],
  * w2 [n, d, h], b2 [n, d]. */
 typedef struct smoe_layer_params {
     const float *phi, *scale, *w1, *b1, *w2, *b2;

@@ -1,4 +1,4 @@
-/* The ViT ops (SPEC section 2) on the CPU, float32: the reference the Vulkan shaders are checked
+/* The ViT ops (docs/format.md section 2) on the CPU, float32: the reference the Vulkan shaders are checked
  * against, and the CPU training path.
  *
  * Linear layers: one smoe_gemm per product (gemm.h), never inside an OpenMP parallel region.

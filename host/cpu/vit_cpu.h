@@ -1,4 +1,4 @@
-/* CPU kernels of the ViT ops (SPEC section 2), the reference the Vulkan shaders are checked
+/* CPU kernels of the ViT ops (docs/format.md section 2), the reference the Vulkan shaders are checked
  * against. Plain C; OpenBLAS for matmuls; OpenMP across rows where it pays. All tensors are
  * float32 row-major; every backward overwrites its outputs unless it says "accumulates". */
 #ifndef SMOE_VIT_CPU_H

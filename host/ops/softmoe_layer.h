@@ -1,4 +1,4 @@
-/* The Soft MoE layer op (SPEC section 1) on both paths: its tensors and workspace, and forward and
+/* The Soft MoE layer op (docs/format.md section 1) on both paths: its tensors and workspace, and forward and
  * backward as ops (ops.h). On Vulkan they are dispatches of the shaders in shaders/; on the CPU
  * the kernels of host/cpu/softmoe_cpu.c. Tests compare the two. */
 #ifndef SMOE_OPS_SOFTMOE_LAYER_H
@@ -8,7 +8,7 @@
 #include "ops/ops.h"
 
 typedef struct smoe_layer_tensors {
-    /* parameters and their gradients (SPEC layouts) */
+    /* parameters and their gradients (docs/format.md layouts) */
     smoe_tensor phi, scale, w1, b1, w2, b2;
     smoe_tensor g_phi, g_scale, g_w1, g_b1, g_w2, g_b2;
     /* input x, output y, and for backward dy in, dx out: [b, m, d] */

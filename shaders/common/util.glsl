@@ -1,6 +1,6 @@
 // Helpers shared by the shaders.
 
-// GELU, tanh form (SPEC), and its derivative. tanh is evaluated on a clamped argument: some
+// GELU, tanh form (docs/format.md), and its derivative. tanh is evaluated on a clamped argument: some
 // drivers compute it as a ratio of exponentials that overflows to inf/inf for large inputs.
 const float GELU_K = 0.7978845608028654; // sqrt(2/pi)
 const float GELU_C = 0.044715;

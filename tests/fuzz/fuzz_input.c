@@ -1,4 +1,4 @@
-/* libFuzzer target: the input files of `softmoe run` (SPEC section 3), read through run_model
+/* libFuzzer target: the input files of `softmoe run` (docs/format.md section 3), read through run_model
  * (tools/run_model.c, what the command uses) against two fixed models loaded once, the golden
  * Soft MoE layer and the golden ViT, on the CPU path. A refused input must give a documented
  * status, a message and no outputs; an accepted one must give outputs that serialize and parse

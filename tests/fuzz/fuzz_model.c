@@ -1,4 +1,4 @@
-/* libFuzzer target: model files (SPEC section 3) through smoe_model_load_memory on the CPU path,
+/* libFuzzer target: model files (docs/format.md section 3) through smoe_model_load_memory on the CPU path,
  * i.e. the safetensors parser, the metadata, the ViT configuration, the parameter table and the
  * optimizer state of checkpoints. A refused file must leave a documented status, a message and no
  * model; an accepted one must describe itself consistently, give its parameters back, and (when
