@@ -634,10 +634,27 @@ smoe_status smoe_gpu_create(smoe_gpu *gpu, const smoe_vk_instance *vi, uint32_t 
 
 /* What softmoe creates on any device, its own or the application's: command pool, pipeline cache;
  * and the fault the options ask for. */
+/* Row kernels: an invocation per row where every barrier of a workgroup reduction is a loop over
+ * its invocations (CPU drivers), else a workgroup per row; SOFTMOE_ROW_KERNELS forces either. */
+static smoe_status row_mode(smoe_gpu *gpu, smoe_err *err)
+{
+    const char *want = gpu->opts->row_kernels;
+    gpu->row_serial = (gpu->quirks & SMOE_QUIRK_CPU_DRIVER) != 0;
+    if (!strcmp(want, "serial")) gpu->row_serial = 1;
+    else if (!strcmp(want, "workgroup")) gpu->row_serial = 0;
+    else if (want[0])
+        return smoe_fail(err, SMOE_ERROR_INVALID_ARGUMENT, "SOFTMOE_ROW_KERNELS is \"%s\"; it must be \"serial\" or \"workgroup\"",
+                         want);
+    return SMOE_OK;
+}
+
 static smoe_status gpu_objects(smoe_gpu *gpu, smoe_err *err)
 {
-    /* where every barrier of a workgroup reduction is a loop over its invocations */
-    gpu->row_serial = (gpu->quirks & SMOE_QUIRK_CPU_DRIVER) != 0;
+    smoe_status st = row_mode(gpu, err);
+    if (st) {
+        smoe_gpu_destroy(gpu);
+        return st;
+    }
     VkCommandPoolCreateInfo pci = {
         .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
         .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
@@ -649,7 +666,7 @@ static smoe_status gpu_objects(smoe_gpu *gpu, smoe_err *err)
         smoe_gpu_destroy(gpu);
         return smoe_vk_fail(err, r, "vkCreateCommandPool");
     }
-    smoe_status st = smoe_pipeline_cache_create(gpu, err);
+    st = smoe_pipeline_cache_create(gpu, err);
     /* Fault injection for tests (fault.h): counted from here, the device's own setup excluded. */
     if (!st && gpu->opts->fault[0]) st = smoe_fault_parse(&gpu->fault, gpu->opts->fault, err);
     if (st) {

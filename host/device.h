@@ -54,7 +54,8 @@ typedef struct smoe_gpu {
     const smoe_options *opts;              /* the context's policy (options.h): read, never changed */
     struct smoe_tune *tune;                /* autotune choices (tune.h), read on first use */
     uint32_t tunings;                      /* autotune measurements made (tests) */
-    int row_serial;                        /* row kernels: an invocation per row (CPU drivers), not a workgroup */
+    int row_serial;                        /* row kernels: an invocation per row (CPU drivers, or
+                                              SOFTMOE_ROW_KERNELS=serial), not a workgroup */
     int lost;                              /* set once VK_ERROR_DEVICE_LOST was seen */
     char lost_by[64];                      /* the call that reported it */
     int owns_device;                       /* 0: the application's device (smoe_gpu_adopt) */

@@ -39,6 +39,7 @@ void smoe_options_from_env(smoe_options *o)
     copy_env("SOFTMOE_FAULT", o->fault, sizeof o->fault);
     env = getenv("SOFTMOE_VALIDATION");
     if (env && env[0] && strcmp(env, "0")) o->validation = !strcmp(env, "sync") ? 2 : 1;
+    copy_env("SOFTMOE_ROW_KERNELS", o->row_kernels, sizeof o->row_kernels);
     copy_env("SOFTMOE_DEVICE", o->device, sizeof o->device);
     cache_dir(o->cache_dir, sizeof o->cache_dir);
 }

@@ -13,6 +13,7 @@ typedef struct smoe_options {
     int force_staging;                          /* SOFTMOE_FORCE_STAGING=1: never map device memory */
     char fault[256];                            /* SOFTMOE_FAULT: the fault to inject (fault.h), or "" */
     int validation;                             /* SOFTMOE_VALIDATION: 0 off, 1 on, 2 "sync" */
+    char row_kernels[SMOE_OPTION_TEXT];         /* SOFTMOE_ROW_KERNELS: "serial", "workgroup", or "": the device's */
     char device[SMOE_OPTION_TEXT];              /* SOFTMOE_DEVICE: the device when none is asked for, or "" */
     char cache_dir[3072];                       /* the cache directory (disk_cache.h), or "": keep nothing */
 } smoe_options;

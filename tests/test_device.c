@@ -122,6 +122,14 @@ static void test_open_devices(void)
         test_close(ctx);
     }
     unsetenv("SOFTMOE_DEVICE");
+    /* A row-kernel mode that does not exist is refused when the device opens, naming it. */
+    setenv("SOFTMOE_ROW_KERNELS", "sideways", 1);
+    bad = NULL;
+    CHECK(smoe_context_create(&bad) == SMOE_OK);
+    unsetenv("SOFTMOE_ROW_KERNELS"); /* read at creation: the context keeps "sideways" */
+    CHECK(smoe_context_open_device(bad, "vulkan") == SMOE_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(smoe_last_error(bad), "sideways") != NULL);
+    smoe_context_destroy(bad);
 }
 
 static void test_two_contexts(void)

@@ -218,10 +218,13 @@ static void other_kernels(void)
     }
     /* the norms, softmax statistics and router backward in their other mode too (a workgroup or
      * an invocation per vector) */
-    gpu->row_serial = !gpu->row_serial;
-    random_shape(cpu, vk, 2, 16, 32, 4, 2, 64, 0x55);
-    random_shape(cpu, vk, 3, 31, 31, 31, 1, 31, 0x56);
-    gpu->row_serial = !gpu->row_serial;
+    smoe_context *rows = test_open_other_rows(gpu);
+    if (rows) {
+        CHECK(rows->gpu.row_serial == !gpu->row_serial);
+        random_shape(cpu, rows, 2, 16, 32, 4, 2, 64, 0x55);
+        random_shape(cpu, rows, 3, 31, 31, 31, 1, 31, 0x56);
+        test_close(rows);
+    }
     test_close(cpu);
     test_close(vk);
 }
@@ -254,9 +257,10 @@ static void mixing_variants(void)
             random_shape_mixing(cpu, vk, s[0], s[1], s[2], s[3], s[4], s[5], dsp, cmb, seed++);
         }
     }
-    vk->gpu.row_serial = !vk->gpu.row_serial;
-    for (int v = 0; v < 2; v++) random_shape_mixing(cpu, vk, 2, 16, 32, 4, 2, 64, variants[v][0], variants[v][1], seed++);
-    vk->gpu.row_serial = !vk->gpu.row_serial;
+    smoe_context *rows = test_open_other_rows(&vk->gpu);
+    for (int v = 0; v < 2 && rows; v++)
+        random_shape_mixing(cpu, rows, 2, 16, 32, 4, 2, 64, variants[v][0], variants[v][1], seed++);
+    test_close(rows);
     test_close(cpu);
     test_close(vk);
 }

@@ -585,13 +585,19 @@ int main(void)
     }
     /* the row kernels (layernorm, softmax, cross-entropy) the other way too: a workgroup per row
      * where the device chose an invocation per row, and the reverse */
-    gpu->row_serial = !gpu->row_serial;
-    test_layernorm(37, 13, 1);
-    test_layernorm(9, 200, 1);
-    test_attention(2, 67, 12, 3);
-    test_cross_entropy(37, 100, 1);
-    test_cross_entropy(5, 10, 0);
-    gpu->row_serial = !gpu->row_serial;
+    smoe_context *rows = test_open_other_rows(gpu);
+    if (rows) {
+        smoe_gpu *main_gpu = gpu;
+        gpu = &rows->gpu;
+        CHECK(gpu->row_serial == !main_gpu->row_serial);
+        test_layernorm(37, 13, 1);
+        test_layernorm(9, 200, 1);
+        test_attention(2, 67, 12, 3);
+        test_cross_entropy(37, 100, 1);
+        test_cross_entropy(5, 10, 0);
+        gpu = main_gpu;
+        test_close(rows);
+    }
     /* more rows than one grid dimension holds, where that is small enough to try */
     uint32_t maxx = gpu->info.max_workgroup_count[0];
     if (maxx < (1u << 17)) test_layernorm((int)maxx + 5, 3, 0);

@@ -37,18 +37,30 @@ static inline smoe_context *test_open(const char *spec)
     return ctx;
 }
 
-/* test_open on a context whose options force the matmul variant (SOFTMOE_MATMUL_VARIANT, read
- * when the context is created); the environment is left as it was. */
-static inline smoe_context *test_open_forced(const char *spec, const char *variant)
+/* test_open on a context created with the environment variable name set to value (the options
+ * are read when a context is created); the environment is left as it was. */
+static inline smoe_context *test_open_env(const char *spec, const char *name, const char *value)
 {
-    const char *was = getenv("SOFTMOE_MATMUL_VARIANT");
+    const char *was = getenv(name);
     char saved[256];
     snprintf(saved, sizeof saved, "%s", was ? was : "");
-    setenv("SOFTMOE_MATMUL_VARIANT", variant, 1);
+    setenv(name, value, 1);
     smoe_context *ctx = test_open(spec);
-    if (was) setenv("SOFTMOE_MATMUL_VARIANT", saved, 1);
-    else unsetenv("SOFTMOE_MATMUL_VARIANT");
+    if (was) setenv(name, saved, 1);
+    else unsetenv(name);
     return ctx;
+}
+
+/* A context whose options force the matmul variant (SOFTMOE_MATMUL_VARIANT). */
+static inline smoe_context *test_open_forced(const char *spec, const char *variant)
+{
+    return test_open_env(spec, "SOFTMOE_MATMUL_VARIANT", variant);
+}
+
+/* A Vulkan context whose row kernels run the other way than gpu's (SOFTMOE_ROW_KERNELS). */
+static inline smoe_context *test_open_other_rows(const smoe_gpu *gpu)
+{
+    return test_open_env("vulkan", "SOFTMOE_ROW_KERNELS", gpu->row_serial ? "workgroup" : "serial");
 }
 
 /* Destroys ctx after checking that validation reported nothing. */
