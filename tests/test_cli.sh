@@ -10,6 +10,13 @@ trap 'rm -rf "$T"' EXIT
 fail=0
 check() { if ! eval "$2"; then echo "FAIL: $1"; fail=1; fi; }
 
+# --version: the library, the Vulkan loader (asked of the loader, no device opened), the shader compiler
+"$SOFTMOE" --version > "$T/version.txt"
+check "--version exits 0" "[ \$? -eq 0 ]"
+check "--version names the library" "grep -q '^softmoe [0-9][0-9.]*\$' '$T/version.txt'"
+check "--version names the Vulkan loader" "grep -q '^Vulkan loader [0-9]*\\.[0-9]*\\.[0-9]*\$' '$T/version.txt'"
+check "--version names the SPIR-V compiler" "grep -q '^SPIR-V compiler glslangValidator [0-9]' '$T/version.txt'"
+
 # run: a golden layer case on both paths
 L=$GOLDEN/layer_b2_m16_d32_n4_p2_h64
 for dev in cpu vulkan; do

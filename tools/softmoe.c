@@ -165,9 +165,18 @@ static int cmd_devices(int argc, char **argv)
     return 0;
 }
 
+/* softmoe --version: the library, the Vulkan loader found at run time, the shader compiler. */
+static int print_version(void)
+{
+    smoe_version_info v;
+    if (smoe_version_details(&v) != SMOE_OK) return 1;
+    printf("softmoe %s\nVulkan loader %s\nSPIR-V compiler %s\n", v.library, v.vulkan, v.spirv_compiler);
+    return 0;
+}
+
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: softmoe [-v] COMMAND [ARGS]\n"
+    fprintf(f, "usage: softmoe [-v] COMMAND [ARGS]   (softmoe --version, softmoe COMMAND --help)\n"
                "commands:\n"
                "  devices                         list devices, their capabilities, and which one is picked\n"
                "  run --model F --input F --output F [--device D]\n"
@@ -200,6 +209,8 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[a], "-h") || !strcmp(argv[a], "--help")) {
             usage(stdout);
             return 0;
+        } else if (!strcmp(argv[a], "--version")) {
+            return print_version();
         } else {
             usage(stderr);
             return 2;
