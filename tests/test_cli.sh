@@ -17,6 +17,18 @@ check "--version names the library" "grep -q '^softmoe [0-9][0-9.]*\$' '$T/versi
 check "--version names the Vulkan loader" "grep -q '^Vulkan loader [0-9]*\\.[0-9]*\\.[0-9]*\$' '$T/version.txt'"
 check "--version names the SPIR-V compiler" "grep -q '^SPIR-V compiler glslangValidator [0-9]' '$T/version.txt'"
 
+# --help on every subcommand: its own help (one usage block) on stdout, exit 0, nothing on stderr
+for cmd in devices run train eval classify bench; do
+    for h in --help -h; do
+        "$SOFTMOE" $cmd $h > "$T/help.txt" 2> "$T/err.txt"
+        check "$cmd $h exits 0" "[ \$? -eq 0 ] && [ ! -s '$T/err.txt' ]"
+        check "$cmd $h prints one usage block of $cmd" \
+            "[ \$(grep -c '^usage:' '$T/help.txt') -eq 1 ] && grep -q '^usage: softmoe $cmd' '$T/help.txt'"
+    done
+done
+"$SOFTMOE" eval --model nothing.st --help > "$T/help.txt"
+check "eval --help after other options" "[ \$? -eq 0 ] && grep -q '^usage: softmoe eval' '$T/help.txt'"
+
 # run: a golden layer case on both paths
 L=$GOLDEN/layer_b2_m16_d32_n4_p2_h64
 for dev in cpu vulkan; do

@@ -7,6 +7,10 @@
 #include "softmoe.h"
 
 extern int cli_verbose;
+/* The subcommand being run ("softmoe eval"), for the parser's messages. */
+extern const char *cli_command;
+/* argv (argv[0] the subcommand) asks for help: --help or -h before any "--". */
+int cli_asks_help(int argc, char **argv);
 
 void cli_log(void *user, smoe_log_level level, const char *msg);
 /* Prints "softmoe: what: <last error> (STATUS)" and returns 1. */
@@ -83,5 +87,9 @@ int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_classify(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+/* Each subcommand's --help (train's is train_help in train_options.h). */
+void cmd_eval_help(FILE *f);
+void cmd_classify_help(FILE *f);
+void cmd_bench_help(FILE *f);
 
 #endif

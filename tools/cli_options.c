@@ -4,6 +4,15 @@
 
 #include "cli.h"
 
+const char *cli_command = "softmoe";
+
+int cli_asks_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return 1;
+    return 0;
+}
+
 /* The entry named name, looking into nested tables; NULL if none. */
 static const cli_opt *find(const cli_opt *table, const char *name)
 {

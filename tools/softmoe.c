@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "train_options.h"
 
 int cli_verbose = 0;
 
@@ -189,6 +190,33 @@ static void usage(FILE *f)
                "else cpu\n");
 }
 
+static void devices_help(FILE *f)
+{
+    fprintf(f, "usage: softmoe devices\n"
+               "lists every device with its capabilities, then which one each selection rule picks:\n"
+               "cpu, vulkan (the best Vulkan device), vulkan:N; default: SOFTMOE_DEVICE, else the best GPU, else cpu\n");
+}
+
+static void run_help(FILE *f)
+{
+    fprintf(f, "usage: softmoe run --model FILE --input FILE --output FILE [--device D]\n"
+               "                   [--keep-experts K [--renormalize] [--random-experts SEED]]\n"
+               "runs a layer or ViT model file on an input file and writes the outputs (docs/format.md section 3)\n"
+               "  --device D       cpu, vulkan, vulkan:N (default: best GPU, else cpu)\n"
+               "  --keep-experts K, --renormalize, --random-experts SEED   as in softmoe eval --help\n");
+}
+
+/* The subcommands: how each runs and its --help. */
+static const struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    void (*help)(FILE *f);
+} commands[] = {
+    {"devices", cmd_devices, devices_help},   {"run", cmd_run, run_help},
+    {"train", cmd_train, train_help},         {"eval", cmd_eval, cmd_eval_help},
+    {"classify", cmd_classify, cmd_classify_help}, {"bench", cmd_bench, cmd_bench_help},
+};
+
 /* OpenBLAS reads OPENBLAS_CORETYPE only when it loads: if it fell back to generic kernels on a CPU
  * it did not recognise, run again with the right core type (once: the variable is then set). */
 static void fix_blas_coretype(char **argv)
@@ -222,12 +250,17 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *cmd = argv[a];
-    if (!strcmp(cmd, "devices")) return cmd_devices(argc - a, argv + a);
-    if (!strcmp(cmd, "run")) return cmd_run(argc - a, argv + a);
-    if (!strcmp(cmd, "train")) return cmd_train(argc - a, argv + a);
-    if (!strcmp(cmd, "eval")) return cmd_eval(argc - a, argv + a);
-    if (!strcmp(cmd, "classify")) return cmd_classify(argc - a, argv + a);
-    if (!strcmp(cmd, "bench")) return cmd_bench(argc - a, argv + a);
+    for (size_t c = 0; c < sizeof commands / sizeof commands[0]; c++) {
+        if (strcmp(cmd, commands[c].name)) continue;
+        if (cli_asks_help(argc - a, argv + a)) {
+            commands[c].help(stdout);
+            return 0;
+        }
+        static char label[32];
+        snprintf(label, sizeof label, "softmoe %s", cmd);
+        cli_command = label;
+        return commands[c].run(argc - a, argv + a);
+    }
     fprintf(stderr, "softmoe: unknown command \"%s\"\n", cmd);
     usage(stderr);
     return 2;
