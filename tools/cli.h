@@ -58,8 +58,10 @@ typedef struct cli_opt {
 /* What cli_option and cli_set found. */
 enum { CLI_OK = 1, CLI_UNKNOWN = 0, CLI_NO_VALUE = -1, CLI_BAD_VALUE = -2, CLI_REPORTED = -3 };
 
-/* Reads argv[*i] ("--name", then its value unless a flag) against the table; on CLI_OK *i is on
- * the last argument used. Prints nothing except what a CLI_CUSTOM parser prints (CLI_REPORTED). */
+/* Reads argv[*i] ("--name", then its value unless a flag; or "--name=value") against the table;
+ * on CLI_OK *i is on the last argument used. An argument not starting with "--" is CLI_UNKNOWN,
+ * unprinted (a positional argument); an unknown "--name" is said on stderr with the closest valid
+ * name (CLI_REPORTED); otherwise it prints only what a CLI_CUSTOM parser prints (CLI_REPORTED). */
 int cli_option(const cli_opt *table, int argc, char **argv, int *i);
 /* Sets option name (no dashes) to value: CLI_OK, CLI_UNKNOWN (flags are not set this way),
  * CLI_BAD_VALUE or CLI_REPORTED. */

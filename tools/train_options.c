@@ -199,9 +199,14 @@ static int read_args(train_opts *o, const cli_opt *table, int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--config") && i + 1 < argc) {
+        if (!strncmp(a, "--config=", 9)) {
+            if (!read_config(o, table, a + 9)) return 2;
+        } else if (!strcmp(a, "--config") && i + 1 < argc) {
             if (!read_config(o, table, argv[++i])) return 2;
-        } else if (cli_option(table, argc, argv, &i) != CLI_OK) {
+        } else {
+            int r = cli_option(table, argc, argv, &i);
+            if (r == CLI_OK) continue;
+            if (r == CLI_REPORTED) return 2;
             fprintf(stderr, "softmoe train: bad option \"%s\"%s\n", a, i + 1 < argc ? " or value" : "");
             train_help(stderr);
             return 2;
