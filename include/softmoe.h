@@ -75,6 +75,21 @@ SMOE_API const char *smoe_status_string(smoe_status status);
 /* The library's version as SMOE_VERSION encodes it, to compare with the header's. Threads: any. */
 SMOE_API int smoe_version(void);
 
+/* What this build is made of, for a --version line and bug reports (smoe_version_details). */
+typedef struct smoe_version_info {
+    int version;                  /* the library's, as smoe_version() and SMOE_VERSION encode it */
+    char library[32];             /* "0.2.0": the project version it was built as */
+    uint32_t vulkan_loader;       /* the run-time Vulkan loader's VK_MAKE_API_VERSION; 0: none found */
+    char vulkan[128];             /* "1.3.239", or why there is none ("not found: ...") */
+    char spirv_compiler[128];     /* the compiler the shaders were built with (its version line) */
+} smoe_version_info;
+
+/* Fills out: the library's version, the version of the Vulkan loader that opening a Vulkan device
+ * would use (asked of the loader itself, no device or instance is created) and the SPIR-V
+ * compiler the shaders were built with. Errors: SMOE_ERROR_INVALID_ARGUMENT (out NULL); a missing
+ * loader is not an error (vulkan_loader 0, the reason in vulkan). Threads: any. */
+SMOE_API smoe_status smoe_version_details(smoe_version_info *out);
+
 typedef struct smoe_context smoe_context;
 
 typedef enum smoe_log_level {

@@ -10,12 +10,45 @@ trap 'rm -rf "$T"' EXIT
 fail=0
 check() { if ! eval "$2"; then echo "FAIL: $1"; fail=1; fi; }
 
+# --version: the library, the Vulkan loader (asked of the loader, no device opened), the shader compiler
+"$SOFTMOE" --version > "$T/version.txt"
+check "--version exits 0" "[ \$? -eq 0 ]"
+check "--version names the library" "grep -q '^softmoe [0-9][0-9.]*\$' '$T/version.txt'"
+check "--version names the Vulkan loader" "grep -q '^Vulkan loader [0-9]*\\.[0-9]*\\.[0-9]*\$' '$T/version.txt'"
+check "--version names the SPIR-V compiler" "grep -q '^SPIR-V compiler glslangValidator [0-9]' '$T/version.txt'"
+
+# --help on every subcommand: its own help (one usage block) on stdout, exit 0, nothing on stderr
+for cmd in devices run train eval classify bench; do
+    for h in --help -h; do
+        "$SOFTMOE" $cmd $h > "$T/help.txt" 2> "$T/err.txt"
+        check "$cmd $h exits 0" "[ \$? -eq 0 ] && [ ! -s '$T/err.txt' ]"
+        check "$cmd $h prints one usage block of $cmd" \
+            "[ \$(grep -c '^usage:' '$T/help.txt') -eq 1 ] && grep -q '^usage: softmoe $cmd' '$T/help.txt'"
+    done
+done
+"$SOFTMOE" eval --model nothing.st --help > "$T/help.txt"
+check "eval --help after other options" "[ \$? -eq 0 ] && grep -q '^usage: softmoe eval' '$T/help.txt'"
+
+# an unknown option is named, with the closest valid one of that subcommand
+for c in "eval --modle:--model" "run --inptu:--input" "train --epoch:--epochs" "classify --tpo:--top" \
+    "eval --keep-expert:--keep-experts"; do
+    args=${c%%:*} want=${c#*:}
+    "$SOFTMOE" $args 1 x > /dev/null 2> "$T/err.txt"
+    check "$args is refused as unknown, suggesting $want" \
+        "[ \$? -eq 2 ] && grep -q 'unknown option \"${args#* }\" (did you mean \"$want\"?)' '$T/err.txt'"
+done
+
 # run: a golden layer case on both paths
 L=$GOLDEN/layer_b2_m16_d32_n4_p2_h64
 for dev in cpu vulkan; do
     "$SOFTMOE" run --device $dev --model $L.model.safetensors --input $L.input.safetensors --output "$T/out-$dev.st"
     check "run layer on $dev" "[ \$? -eq 0 ] && [ -s '$T/out-$dev.st' ]"
 done
+# --opt=value is --opt value; a flag takes no value
+"$SOFTMOE" run --device=cpu --model=$L.model.safetensors --input=$L.input.safetensors --output="$T/out-eq.st"
+check "run --opt=value" "[ \$? -eq 0 ] && cmp -s '$T/out-cpu.st' '$T/out-eq.st'"
+"$SOFTMOE" eval --json=1 --model=$L.model.safetensors > /dev/null 2>&1
+check "a flag with =value is refused" "[ \$? -eq 2 ]"
 # run: an input that does not match the model is refused, names the tensor, writes nothing
 "$SOFTMOE" run --device cpu --model $L.model.safetensors --input $GOLDEN/layer_b1_m7_d16_n3_p3_h40.input.safetensors \
     --output "$T/bad.st" 2> "$T/err.txt"

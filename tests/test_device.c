@@ -171,6 +171,10 @@ static void test_api_misuse(void)
     CHECK(strlen(smoe_last_error(NULL)) > 0);
     CHECK(strcmp(smoe_status_string(SMOE_ERROR_DEVICE_LOST), "SMOE_ERROR_DEVICE_LOST") == 0);
     CHECK(smoe_version() == SMOE_VERSION);
+    CHECK(smoe_version_details(NULL) == SMOE_ERROR_INVALID_ARGUMENT);
+    smoe_version_info v;
+    CHECK(smoe_version_details(&v) == SMOE_OK);
+    CHECK(v.version == SMOE_VERSION && v.library[0] && v.spirv_compiler[0] && v.vulkan[0]);
 }
 
 int main(void)

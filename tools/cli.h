@@ -7,6 +7,10 @@
 #include "softmoe.h"
 
 extern int cli_verbose;
+/* The subcommand being run ("softmoe eval"), for the parser's messages. */
+extern const char *cli_command;
+/* argv (argv[0] the subcommand) asks for help: --help or -h before any "--". */
+int cli_asks_help(int argc, char **argv);
 
 void cli_log(void *user, smoe_log_level level, const char *msg);
 /* Prints "softmoe: what: <last error> (STATUS)" and returns 1. */
@@ -54,8 +58,10 @@ typedef struct cli_opt {
 /* What cli_option and cli_set found. */
 enum { CLI_OK = 1, CLI_UNKNOWN = 0, CLI_NO_VALUE = -1, CLI_BAD_VALUE = -2, CLI_REPORTED = -3 };
 
-/* Reads argv[*i] ("--name", then its value unless a flag) against the table; on CLI_OK *i is on
- * the last argument used. Prints nothing except what a CLI_CUSTOM parser prints (CLI_REPORTED). */
+/* Reads argv[*i] ("--name", then its value unless a flag; or "--name=value") against the table;
+ * on CLI_OK *i is on the last argument used. An argument not starting with "--" is CLI_UNKNOWN,
+ * unprinted (a positional argument); an unknown "--name" is said on stderr with the closest valid
+ * name (CLI_REPORTED); otherwise it prints only what a CLI_CUSTOM parser prints (CLI_REPORTED). */
 int cli_option(const cli_opt *table, int argc, char **argv, int *i);
 /* Sets option name (no dashes) to value: CLI_OK, CLI_UNKNOWN (flags are not set this way),
  * CLI_BAD_VALUE or CLI_REPORTED. */
@@ -83,5 +89,9 @@ int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_classify(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+/* Each subcommand's --help (train's is train_help in train_options.h). */
+void cmd_eval_help(FILE *f);
+void cmd_classify_help(FILE *f);
+void cmd_bench_help(FILE *f);
 
 #endif

@@ -4,6 +4,57 @@
 
 #include "cli.h"
 
+const char *cli_command = "softmoe";
+
+int cli_asks_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return 1;
+    return 0;
+}
+
+/* Levenshtein distance of a and b (names are short: longer ones are cut, which only blurs the hint). */
+static int distance(const char *a, const char *b)
+{
+    enum { N = 48 };
+    size_t la = strnlen(a, N - 1), lb = strnlen(b, N - 1);
+    int row[N];
+    for (size_t j = 0; j <= lb; j++) row[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        int diag = row[0];
+        row[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int up = row[j], best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best) best = up + 1;
+            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+            diag = up;
+            row[j] = best;
+        }
+    }
+    return row[lb];
+}
+
+/* The option name in table (and its nested tables) closest to name; *best is its distance. */
+static const char *closest(const cli_opt *table, const char *name, int *best)
+{
+    const char *found = NULL;
+    for (const cli_opt *o = table; o->name; o++) {
+        const char *cand = o->name;
+        int d = 0;
+        if (o->kind == CLI_TABLE) {
+            d = *best;
+            cand = closest((const cli_opt *)o->dst, name, &d);
+        } else {
+            d = distance(name, cand);
+        }
+        if (cand && d < *best) {
+            *best = d;
+            found = cand;
+        }
+    }
+    return found;
+}
+
 /* The entry named name, looking into nested tables; NULL if none. */
 static const cli_opt *find(const cli_opt *table, const char *name)
 {
@@ -54,15 +105,36 @@ static int store(const cli_opt *o, const char *value)
     }
 }
 
+/* "--name" is not in the table: says so on stderr, with the closest name that is. */
+static int unknown(const cli_opt *table, const char *arg, const char *name)
+{
+    int best = 1 << 30;
+    const char *hint = closest(table, name, &best);
+    fprintf(stderr, "%s: unknown option \"%s\"", cli_command, arg);
+    if (hint) fprintf(stderr, " (did you mean \"--%s\"?)", hint);
+    fprintf(stderr, "\n");
+    return CLI_REPORTED;
+}
+
 int cli_option(const cli_opt *table, int argc, char **argv, int *i)
 {
     const char *a = argv[*i];
-    const cli_opt *o = strncmp(a, "--", 2) ? NULL : find(table, a + 2);
-    if (!o) return CLI_UNKNOWN;
+    if (strncmp(a, "--", 2) || !a[2]) return CLI_UNKNOWN;
+    /* "--name=value" is "--name value" */
+    char name[64];
+    const char *eq = strchr(a, '=');
+    size_t len = eq ? (size_t)(eq - a) - 2 : strlen(a + 2);
+    if (len >= sizeof name) len = sizeof name - 1;
+    memcpy(name, a + 2, len);
+    name[len] = 0;
+    const cli_opt *o = find(table, name);
+    if (!o) return unknown(table, a, name);
     if (o->kind == CLI_FLAG) {
+        if (eq) return CLI_BAD_VALUE;
         *(int *)o->dst = 1;
         return CLI_OK;
     }
+    if (eq) return store(o, eq + 1);
     if (*i + 1 >= argc) return CLI_NO_VALUE;
     int r = store(o, argv[*i + 1]);
     if (r == CLI_OK) ++*i;

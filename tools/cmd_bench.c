@@ -120,22 +120,26 @@ static const opt_row options[] = {
     {"--matmul", 1, add_matmul, 0, 0, 0},
 };
 
+void cmd_bench_help(FILE *f)
+{
+    fprintf(f, "usage: softmoe bench [--device D]... [--shape b,m,d,n,p]... [--matmul M,N,K[,ta,tb]]... [--variant NAME]\n"
+               "                     [--json] [--csv FILE] [--repeat N] [--profile] [--no-vit | --vit-only] [--vit MODEL]\n"
+               "                     [--vit-batch N] [--keep-experts] [--routers] [--experts N,N,...]\n"
+               "default: cpu and every Vulkan device; the paper's shapes (expert hidden 4d) and the ViT\n"
+               "--matmul alone: only those products, on every matmul variant of each Vulkan device (or --variant's)\n"
+               "--profile: then each Vulkan measurement once more with per-kernel GPU times\n"
+               "--keep-experts: instead, the layer forward keeping n, n/2, n/4 and n/8 experts per input\n"
+               "--routers: also Tokens Choice (K=1, 2) and Experts Choice layers, n experts with\n"
+               "           capacity factor n*p/m (about as many expert rows as Soft MoE's slots)\n"
+               "--experts N,N,...: each shape at these expert counts with its n*p slots (p = slots/N)\n"
+               "--csv FILE: also every layer measurement as a row of FILE (the device name last)\n"
+               "--vit-only: only the ViT (the issue's reference configuration, or --vit MODEL)\n"
+               "--repeat N: measurements per shape (default 5); --vit-batch N: the ViT's batch (default 128)\n");
+}
+
 static int usage(void)
 {
-    fprintf(stderr, "usage: softmoe bench [--device D]... [--shape b,m,d,n,p]... [--matmul M,N,K[,ta,tb]]...\n"
-                    "                     [--variant NAME] [--json] [--repeat N] [--profile] [--no-vit] [--vit MODEL] [--vit-batch N]\n"
-                    "default: cpu and every Vulkan device; the paper's shapes (expert hidden 4d) and the ViT;\n"
-                    "--matmul alone: only those products, on every matmul variant of each Vulkan device (or --variant's);\n"
-                    "--profile: then each Vulkan measurement once more with per-kernel GPU times\n");
-    fprintf(stderr, "usage: softmoe bench [--device D]... [--shape b,m,d,n,p]... [--json] [--repeat N]\n"
-                    "                     [--no-vit | --vit-only] [--vit MODEL] [--vit-batch N] [--keep-experts] [--routers]\n"
-                    "default: cpu and every Vulkan device; the paper's shapes (expert hidden 4d)\n"
-                    "--keep-experts: instead, the layer forward keeping n, n/2, n/4 and n/8 experts per input\n"
-                    "--routers: also Tokens Choice (K=1, 2) and Experts Choice layers, n experts with\n"
-                    "           capacity factor n*p/m (about as many expert rows as Soft MoE's slots)\n"
-                    "--experts N,N,...: each shape at these expert counts with its n*p slots (p = slots/N)\n"
-                    "--csv FILE: also every layer measurement as a row of FILE (the device name last)\n"
-                    "--vit-only: only the ViT (the issue's reference configuration, or --vit MODEL)\n");
+    cmd_bench_help(stderr);
     return 2;
 }
 

@@ -41,6 +41,21 @@ static const char eval_usage[] =
     "usage: softmoe eval --model FILE [--device D] [--json] [--batch N] [--limit N] [--data DIR]\n"
     "                    [--keep-experts K [--renormalize] [--random-experts SEED]]\n";
 
+void cmd_eval_help(FILE *f)
+{
+    fprintf(f, "%s"
+               "  --model FILE     the ViT to test (required)\n"
+               "  --device D       cpu, vulkan, vulkan:N (default: best GPU, else cpu)\n"
+               "  --json           one JSON object instead of text\n"
+               "  --batch N        images per forward pass (default 250)\n"
+               "  --limit N        only the first N test images (default 0: all)\n"
+               "  --data DIR       Fashion-MNIST directory (default /usr/share/datasets/fashion-mnist)\n"
+               "  --keep-experts K a count or a fraction (1/8, 0.125) of the experts kept per input (default: all)\n"
+               "  --renormalize    rescale the kept experts' combine weights to sum to 1\n"
+               "  --random-experts SEED  keep K random experts instead of the top-scoring ones\n",
+            eval_usage);
+}
+
 /* 0, or the exit code after saying why. */
 static int parse_eval(int argc, char **argv, eval_opts *o)
 {
@@ -179,6 +194,17 @@ int cmd_eval(int argc, char **argv)
 static const char classify_usage[] =
     "usage: softmoe classify --model FILE [--device D] [--top K]\n"
     "                        [--keep-experts K [--renormalize] [--random-experts SEED]] IMAGE...\n";
+
+void cmd_classify_help(FILE *f)
+{
+    fprintf(f, "%s"
+               "  --model FILE     the ViT (required)\n"
+               "  --device D       cpu, vulkan, vulkan:N (default: best GPU, else cpu)\n"
+               "  --top K          classes printed per image (default 3)\n"
+               "  --keep-experts K, --renormalize, --random-experts SEED   as in softmoe eval --help\n"
+               "IMAGE: PNG, PGM or JPEG\n",
+            classify_usage);
+}
 
 typedef struct classify_opts {
     const char *path, *device;

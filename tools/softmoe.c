@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "train_options.h"
 
 int cli_verbose = 0;
 
@@ -165,9 +166,18 @@ static int cmd_devices(int argc, char **argv)
     return 0;
 }
 
+/* softmoe --version: the library, the Vulkan loader found at run time, the shader compiler. */
+static int print_version(void)
+{
+    smoe_version_info v;
+    if (smoe_version_details(&v) != SMOE_OK) return 1;
+    printf("softmoe %s\nVulkan loader %s\nSPIR-V compiler %s\n", v.library, v.vulkan, v.spirv_compiler);
+    return 0;
+}
+
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: softmoe [-v] COMMAND [ARGS]\n"
+    fprintf(f, "usage: softmoe [-v] COMMAND [ARGS]   (softmoe --version, softmoe COMMAND --help)\n"
                "commands:\n"
                "  devices                         list devices, their capabilities, and which one is picked\n"
                "  run --model F --input F --output F [--device D]\n"
@@ -179,6 +189,33 @@ static void usage(FILE *f)
                "devices: cpu, vulkan (best Vulkan device), vulkan:N; default: SOFTMOE_DEVICE, else the best GPU,\n"
                "else cpu\n");
 }
+
+static void devices_help(FILE *f)
+{
+    fprintf(f, "usage: softmoe devices\n"
+               "lists every device with its capabilities, then which one each selection rule picks:\n"
+               "cpu, vulkan (the best Vulkan device), vulkan:N; default: SOFTMOE_DEVICE, else the best GPU, else cpu\n");
+}
+
+static void run_help(FILE *f)
+{
+    fprintf(f, "usage: softmoe run --model FILE --input FILE --output FILE [--device D]\n"
+               "                   [--keep-experts K [--renormalize] [--random-experts SEED]]\n"
+               "runs a layer or ViT model file on an input file and writes the outputs (docs/format.md section 3)\n"
+               "  --device D       cpu, vulkan, vulkan:N (default: best GPU, else cpu)\n"
+               "  --keep-experts K, --renormalize, --random-experts SEED   as in softmoe eval --help\n");
+}
+
+/* The subcommands: how each runs and its --help. */
+static const struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    void (*help)(FILE *f);
+} commands[] = {
+    {"devices", cmd_devices, devices_help},   {"run", cmd_run, run_help},
+    {"train", cmd_train, train_help},         {"eval", cmd_eval, cmd_eval_help},
+    {"classify", cmd_classify, cmd_classify_help}, {"bench", cmd_bench, cmd_bench_help},
+};
 
 /* OpenBLAS reads OPENBLAS_CORETYPE only when it loads: if it fell back to generic kernels on a CPU
  * it did not recognise, run again with the right core type (once: the variable is then set). */
@@ -200,6 +237,8 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[a], "-h") || !strcmp(argv[a], "--help")) {
             usage(stdout);
             return 0;
+        } else if (!strcmp(argv[a], "--version")) {
+            return print_version();
         } else {
             usage(stderr);
             return 2;
@@ -211,12 +250,17 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *cmd = argv[a];
-    if (!strcmp(cmd, "devices")) return cmd_devices(argc - a, argv + a);
-    if (!strcmp(cmd, "run")) return cmd_run(argc - a, argv + a);
-    if (!strcmp(cmd, "train")) return cmd_train(argc - a, argv + a);
-    if (!strcmp(cmd, "eval")) return cmd_eval(argc - a, argv + a);
-    if (!strcmp(cmd, "classify")) return cmd_classify(argc - a, argv + a);
-    if (!strcmp(cmd, "bench")) return cmd_bench(argc - a, argv + a);
+    for (size_t c = 0; c < sizeof commands / sizeof commands[0]; c++) {
+        if (strcmp(cmd, commands[c].name)) continue;
+        if (cli_asks_help(argc - a, argv + a)) {
+            commands[c].help(stdout);
+            return 0;
+        }
+        static char label[32];
+        snprintf(label, sizeof label, "softmoe %s", cmd);
+        cli_command = label;
+        return commands[c].run(argc - a, argv + a);
+    }
     fprintf(stderr, "softmoe: unknown command \"%s\"\n", cmd);
     usage(stderr);
     return 2;

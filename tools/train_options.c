@@ -25,9 +25,9 @@ static void defaults(train_opts *o)
     o->opt.lr = 2e-3f;
 }
 
-static void usage(void)
+void train_help(FILE *f)
 {
-    fprintf(stderr,
+    fprintf(f,
             "usage: softmoe train [--config FILE.json] [options]\n"
             "  --device D            cpu, vulkan, vulkan:N (default: best GPU, else cpu)\n"
             "  --out FILE            the trained model (default model.safetensors)\n"
@@ -199,15 +199,16 @@ static int read_args(train_opts *o, const cli_opt *table, int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage();
-            return 0;
-        }
-        if (!strcmp(a, "--config") && i + 1 < argc) {
+        if (!strncmp(a, "--config=", 9)) {
+            if (!read_config(o, table, a + 9)) return 2;
+        } else if (!strcmp(a, "--config") && i + 1 < argc) {
             if (!read_config(o, table, argv[++i])) return 2;
-        } else if (cli_option(table, argc, argv, &i) != CLI_OK) {
+        } else {
+            int r = cli_option(table, argc, argv, &i);
+            if (r == CLI_OK) continue;
+            if (r == CLI_REPORTED) return 2;
             fprintf(stderr, "softmoe train: bad option \"%s\"%s\n", a, i + 1 < argc ? " or value" : "");
-            usage();
+            train_help(stderr);
             return 2;
         }
     }

@@ -17,8 +17,10 @@ typedef struct train_opts {
 } train_opts;
 
 /* Fills o from the defaults, then the arguments (a config file where --config names one):
- * -1 to go on, or the exit code after printing why (0 after --help). */
+ * -1 to go on, or the exit code after printing why (--help is the command's: see train_help). */
 int train_parse(int argc, char **argv, train_opts *o);
+/* softmoe train --help: every option and its default. */
+void train_help(FILE *f);
 void train_opts_free(train_opts *o);
 
 #endif
