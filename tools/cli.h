@@ -84,4 +84,12 @@ int cmd_eval(int argc, char **argv);
 int cmd_classify(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 
+/* Output paths (tools/cli_paths.c), checked before any work. 0 when path can be written (its
+ * directory exists and is writable; an existing path is a regular file), else 2 after printing
+ * "softmoe CMD: --OPT PATH: why". */
+int cli_check_output(const char *cmd, const char *opt, const char *path);
+/* 0 when out and in (either may be NULL) are different files, by name or, through links, by
+ * device and inode; else 2 after printing both. */
+int cli_check_distinct(const char *cmd, const char *out_opt, const char *out, const char *in_opt, const char *in);
+
 #endif
