@@ -207,5 +207,37 @@ check "bench --experts refuses a count that does not divide the slots" "[ \$? -n
 "$SOFTMOE" bench --device cpu --vit-only --vit "$T/full.st" --vit-batch 2 --json > "$T/vit.json" 2> /dev/null
 check "bench --vit-only" "[ \$? -eq 0 ] && grep -q '\"kind\": \"vit\"' '$T/vit.json' && ! grep -q '\"kind\": \"layer\"' '$T/vit.json'"
 
+# output paths are checked before any work (issue 18): an --out, --checkpoint or --csv that cannot
+# be written fails at once with exit 2, naming the option and the path, before any step or data
+: > "$T/afile"
+for bad in "--out $T/missing/x.st" "--checkpoint $T/missing/ck.st" "--csv $T/afile/c.csv" "--out $T"; do
+    start=$(date +%s)
+    "$SOFTMOE" train $TINY --epochs 50 --out "$T/never.st" $bad 2> "$T/err.txt"
+    rc=$?
+    took=$(( $(date +%s) - start ))
+    check "train $bad exits 2" "[ $rc -eq 2 ]"
+    check "train $bad names the option and path" "grep -qF -- '${bad%% *} ${bad#* }' '$T/err.txt'"
+    check "train $bad fails before any step" "! grep -q 'epoch' '$T/err.txt' && [ $took -le 5 ] && [ ! -e '$T/never.st' ]"
+done
+"$SOFTMOE" train $TINY --out "$T/same.st" --checkpoint "$T/same.st" 2> "$T/err.txt"
+check "train --checkpoint equal to --out is refused" "[ \$? -eq 2 ] && grep -q 'same file' '$T/err.txt' && [ ! -e '$T/same.st' ]"
+if [ "$(id -u)" -ne 0 ]; then
+    mkdir "$T/ro" && chmod a-w "$T/ro"
+    "$SOFTMOE" train $TINY --out "$T/ro/x.st" 2> "$T/err.txt"
+    check "train --out in a read-only directory fails fast" "[ \$? -eq 2 ] && grep -q 'not writable' '$T/err.txt' && ! grep -q epoch '$T/err.txt'"
+    chmod u+w "$T/ro"
+fi
+# run: an output that is the model or the input, by name or through a link, is refused, nothing written
+cp $L.model.safetensors "$T/m.st"
+cp $L.input.safetensors "$T/i.st"
+ln -s "$T/m.st" "$T/m-link.st"
+for out in "$T/m.st" "$T/m-link.st" "$T/i.st"; do
+    "$SOFTMOE" run --device cpu --model "$T/m.st" --input "$T/i.st" --output "$out" 2> "$T/err.txt"
+    check "run --output $out equal to an input is refused" "[ \$? -eq 2 ] && grep -q 'same file' '$T/err.txt'"
+    check "run --output $out leaves the inputs unchanged" "cmp -s '$T/m.st' $L.model.safetensors && cmp -s '$T/i.st' $L.input.safetensors"
+done
+"$SOFTMOE" run --device cpu --model "$T/m.st" --input "$T/i.st" --output "$T/missing/o.st" 2> "$T/err.txt"
+check "run --output in a missing directory is refused" "[ \$? -eq 2 ] && grep -q 'does not exist' '$T/err.txt'"
+
 [ $fail -eq 0 ] && echo "test_cli: ok"
 exit $fail

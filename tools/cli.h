@@ -94,4 +94,12 @@ void cmd_eval_help(FILE *f);
 void cmd_classify_help(FILE *f);
 void cmd_bench_help(FILE *f);
 
+/* Output paths (tools/cli_paths.c), checked before any work. 0 when path can be written (its
+ * directory exists and is writable; an existing path is a regular file), else 2 after printing
+ * "softmoe CMD: --OPT PATH: why". */
+int cli_check_output(const char *cmd, const char *opt, const char *path);
+/* 0 when out and in (either may be NULL) are different files, by name or, through links, by
+ * device and inode; else 2 after printing both. */
+int cli_check_distinct(const char *cmd, const char *out_opt, const char *out, const char *in_opt, const char *in);
+
 #endif

@@ -41,6 +41,10 @@ int cmd_run(int argc, char **argv)
     run_opts o;
     int rc = parse_run(argc, argv, &o);
     if (rc) return rc;
+    if (cli_check_output("run", "output", o.output) ||
+        cli_check_distinct("run", "output", o.output, "model", o.model) ||
+        cli_check_distinct("run", "output", o.output, "input", o.input))
+        return 2;
     smoe_err err;
     smoe_st_file in;
     if (smoe_st_read_file(o.input, &in, &err)) {

@@ -351,11 +351,24 @@ static int run(trainer *t)
     return rc;
 }
 
+/* The output paths, before any data is read or step taken: -1, or 2 after saying why. */
+static int check_outputs(const train_opts *o)
+{
+    const char *name[3] = {"out", "checkpoint", "csv"}, *path[3] = {o->out, o->checkpoint, o->csv};
+    for (int i = 0; i < 3; i++) {
+        if (path[i] && cli_check_output("train", name[i], path[i])) return 2;
+        for (int j = 0; j < i; j++)
+            if (path[i] && cli_check_distinct("train", name[i], path[i], name[j], path[j])) return 2;
+    }
+    return -1;
+}
+
 int cmd_train(int argc, char **argv)
 {
     train_opts o;
     int rc = train_parse(argc, argv, &o);
     trainer t = {.o = &o};
+    if (rc < 0) rc = check_outputs(&o);
     if (rc < 0 && !(t.ctx = cli_context())) rc = 1;
     if (rc < 0) rc = load_data(&t);
     if (rc < 0 && cli_open_device(t.ctx, o.device)) {
