@@ -239,5 +239,18 @@ done
 "$SOFTMOE" run --device cpu --model "$T/m.st" --input "$T/i.st" --output "$T/missing/o.st" 2> "$T/err.txt"
 check "run --output in a missing directory is refused" "[ \$? -eq 2 ] && grep -q 'does not exist' '$T/err.txt'"
 
+# train --config: an unknown key is named as unknown, a syntax error by line and column, a flag
+# takes true or false; nothing is trained
+echo '{"dimm": 32}' > "$T/c1.json"
+"$SOFTMOE" train --config "$T/c1.json" --out "$T/c.st" 2> "$T/err.txt"
+check "a config file's unknown key is reported as unknown" "[ \$? -eq 2 ] && grep -q 'unknown key \"dimm\"' '$T/err.txt'"
+printf '{\n  "dim": 32,\n  "depth": 2\n  "heads": 2\n}\n' > "$T/c2.json"
+"$SOFTMOE" train --config "$T/c2.json" --out "$T/c.st" 2> "$T/err.txt"
+check "a config file's JSON error gives its line and column" "[ \$? -eq 2 ] && grep -q 'c2.json:4:3: not valid JSON' '$T/err.txt'"
+echo '{"dense": "yes"}' > "$T/c3.json"
+"$SOFTMOE" train --config "$T/c3.json" --out "$T/c.st" 2> "$T/err.txt"
+check "a config file's flag takes only true or false" "[ \$? -eq 2 ] && grep -q 'bad value for \"dense\"' '$T/err.txt'"
+check "no model is written for a bad config file" "[ ! -e '$T/c.st' ]"
+
 [ $fail -eq 0 ] && echo "test_cli: ok"
 exit $fail

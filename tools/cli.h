@@ -63,7 +63,7 @@ enum { CLI_OK = 1, CLI_UNKNOWN = 0, CLI_NO_VALUE = -1, CLI_BAD_VALUE = -2, CLI_R
  * unprinted (a positional argument); an unknown "--name" is said on stderr with the closest valid
  * name (CLI_REPORTED); otherwise it prints only what a CLI_CUSTOM parser prints (CLI_REPORTED). */
 int cli_option(const cli_opt *table, int argc, char **argv, int *i);
-/* Sets option name (no dashes) to value: CLI_OK, CLI_UNKNOWN (flags are not set this way),
+/* Sets option name (no dashes) to value (a flag: "true" or "false"): CLI_OK, CLI_UNKNOWN,
  * CLI_BAD_VALUE or CLI_REPORTED. */
 int cli_set(const cli_opt *table, const char *name, const char *value);
 

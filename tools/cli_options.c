@@ -144,6 +144,12 @@ int cli_option(const cli_opt *table, int argc, char **argv, int *i)
 int cli_set(const cli_opt *table, const char *name, const char *value)
 {
     const cli_opt *o = find(table, name);
-    if (!o || o->kind == CLI_FLAG) return CLI_UNKNOWN;
+    if (!o) return CLI_UNKNOWN;
+    if (o->kind == CLI_FLAG) { /* a config file's true or false */
+        int on = !strcmp(value, "true"), off = !strcmp(value, "false");
+        if (!on && !off) return CLI_BAD_VALUE;
+        *(int *)o->dst = on;
+        return CLI_OK;
+    }
     return store(o, value);
 }

@@ -130,6 +130,18 @@ static void config_value(const cJSON *e, const char *name, char *val, size_t siz
         snprintf(val, size, "%.17g", e->valuedouble);
     } else if (cJSON_IsString(e)) {
         snprintf(val, size, "%s", e->valuestring);
+    } else if (cJSON_IsBool(e)) {
+        snprintf(val, size, "%s", cJSON_IsTrue(e) ? "true" : "false");
+    }
+}
+
+/* Line and column (from 1) of byte at in text. */
+static void line_column(const char *text, const char *at, int *line, int *column)
+{
+    *line = 1, *column = 1;
+    for (const char *c = text; c < at && *c; c++) {
+        if (*c == '\n') ++*line, *column = 1;
+        else ++*column;
     }
 }
 
@@ -144,9 +156,22 @@ static int read_config(train_opts *o, const cli_opt *table, const char *path)
     }
     char buf[65536];
     size_t n = fread(buf, 1, sizeof buf - 1, f);
+    int longer = fgetc(f) != EOF;
     fclose(f);
     buf[n] = 0;
-    cJSON *root = cJSON_Parse(buf), *e;
+    if (longer) {
+        fprintf(stderr, "softmoe train: %s is larger than %zu bytes; a config file is a small JSON object\n", path,
+                sizeof buf - 1);
+        return 0;
+    }
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithOpts(buf, &end, 1), *e;
+    if (!root) {
+        int line, column;
+        line_column(buf, end ? end : buf + n, &line, &column);
+        fprintf(stderr, "softmoe train: %s:%d:%d: not valid JSON\n", path, line, column);
+        return 0;
+    }
     if (!cJSON_IsObject(root)) {
         fprintf(stderr, "softmoe train: %s is not a JSON object\n", path);
         cJSON_Delete(root);
@@ -161,8 +186,13 @@ static int read_config(train_opts *o, const cli_opt *table, const char *path)
             if (*c == '_') *c = '-';
         config_value(e, name, val, sizeof val);
         /* a string is kept alive by the tree, which is not freed */
-        if (cli_set(table, name, cJSON_IsString(e) ? e->valuestring : val) != CLI_OK) {
-            fprintf(stderr, "softmoe train: %s: bad value for \"%s\"\n", path, e->string);
+        int r = cli_set(table, name, cJSON_IsString(e) ? e->valuestring : val);
+        if (r == CLI_UNKNOWN) {
+            fprintf(stderr, "softmoe train: %s: unknown key \"%s\" (the keys are train's options without the dashes)\n",
+                    path, e->string);
+            ok = 0;
+        } else if (r != CLI_OK) {
+            if (r != CLI_REPORTED) fprintf(stderr, "softmoe train: %s: bad value for \"%s\"\n", path, e->string);
             ok = 0;
         }
     }
