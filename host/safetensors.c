@@ -96,9 +96,8 @@ static int shape_bytes(int ndim, const int64_t *shape, size_t elem_size, uint64_
     return 1;
 }
 
-/* Strict UTF-8 (no overlongs, surrogates or code points past U+10FFFF) without NUL bytes, which
- * would silently truncate names. Returns the offset of the first bad byte, or len if all good. */
-static size_t utf8_check(const uint8_t *s, size_t len)
+/* (safetensors.h) */
+size_t smoe_st_utf8_check(const uint8_t *s, size_t len)
 {
     size_t i = 0;
     while (i < len) {
@@ -372,7 +371,7 @@ static smoe_status parse_header(const uint8_t *buf, size_t size, cJSON **root,
     *region = buf + 8 + hlen;
     *region_size = size - 8 - hlen;
 
-    size_t bad_at = utf8_check((const uint8_t *)header, (size_t)hlen);
+    size_t bad_at = smoe_st_utf8_check((const uint8_t *)header, (size_t)hlen);
     if (bad_at != hlen)
         return bad(err, "safetensors header is not valid UTF-8 (byte %zu of the header)", bad_at);
     if (has_escaped_nul(header, (size_t)hlen))
@@ -692,7 +691,7 @@ static int cmp_meta_ptr(const void *a, const void *b)
 static int valid_utf8_str(const char *s)
 {
     size_t n = strlen(s);
-    return utf8_check((const uint8_t *)s, n) == n;
+    return smoe_st_utf8_check((const uint8_t *)s, n) == n;
 }
 
 /* What both writers need: the entries in name order, their sizes, and the header bytes (length

@@ -61,6 +61,10 @@ void smoe_st_free(smoe_st_file *f);
 
 const smoe_st_tensor *smoe_st_find(const smoe_st_file *f, const char *name);
 const char *smoe_st_get_meta(const smoe_st_file *f, const char *key); /* NULL if absent */
+/* Strict UTF-8 (no overlong forms, surrogates or code points past U+10FFFF) without NUL bytes,
+ * which would silently cut names short: the offset of the first bad byte, or len if all good.
+ * Every text that goes into a header is checked with it. */
+size_t smoe_st_utf8_check(const uint8_t *s, size_t len);
 
 /* Finds a float32 tensor of exactly the given shape, or fails with a message naming the tensor,
  * the expected shape and what was found. ndim 0 means a scalar; a [1] tensor is accepted for it. */

@@ -11,27 +11,6 @@ struct smoe_user_meta {
     smoe_st_meta kv[SMOE_METADATA_MAX_ENTRIES]; /* malloc'd key and value; unordered */
 };
 
-/* Whether s[0..n) is well-formed UTF-8 (no overlong forms, surrogates or values above U+10FFFF),
- * so that the JSON header stays valid for every reader. */
-static int utf8_ok(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        int more = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2 : (c & 0xf8) == 0xf0 ? 3 : -1;
-        if (more < 0 || (more == 1 && c < 0xc2) || (size_t)more > n - i - 1) return 0;
-        unsigned cp = more ? c & (0x3fu >> more) : c;
-        for (int k = 1; k <= more; k++) {
-            if ((s[i + k] & 0xc0) != 0x80) return 0;
-            cp = cp << 6 | (s[i + k] & 0x3fu);
-        }
-        if ((more == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) || (more == 3 && (cp < 0x10000 || cp > 0x10ffff)))
-            return 0;
-        i += (size_t)more + 1;
-    }
-    return 1;
-}
-
 /* NULL when key may be user metadata, else what is wrong with it. */
 static const char *key_problem(const char *key)
 {
@@ -41,7 +20,7 @@ static const char *key_problem(const char *key)
     if (!strncmp(key, LIBRARY_PREFIX, strlen(LIBRARY_PREFIX))) return "is the library's own (\"softmoe.*\")";
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)key[i] < 0x20 || key[i] == 0x7f) return "has a control character";
-    if (!utf8_ok((const unsigned char *)key, n)) return "is not UTF-8";
+    if (smoe_st_utf8_check((const uint8_t *)key, n) != n) return "is not UTF-8";
     return NULL;
 }
 
@@ -49,7 +28,7 @@ static const char *value_problem(const char *value)
 {
     size_t n = strlen(value);
     if (n > SMOE_METADATA_MAX_VALUE) return "is longer than SMOE_METADATA_MAX_VALUE bytes";
-    if (!utf8_ok((const unsigned char *)value, n)) return "is not UTF-8";
+    if (smoe_st_utf8_check((const uint8_t *)value, n) != n) return "is not UTF-8";
     return NULL;
 }
 
